@@ -1,0 +1,153 @@
+"""Every setting of the assistant, with its default and why, in one place.
+
+Frozen dataclasses: built once at start by `assistant.config.load_config`,
+then shared read-only by every stage. `config/assistant.toml` mirrors this
+file key for key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Trigger(StrEnum):
+    HANDS_FREE = "hands_free"
+    """VAD alone opens and closes each utterance (lab bench, kiosk)."""
+    PUSH_TO_TALK = "push_to_talk"
+    """Audio is captured while the talk button is held; the release ends it."""
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or an f-string."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def __str__(self) -> str:
+        return "***" if self else ""
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+    def reveal(self) -> str:
+        """The real value: only for the one header that needs it."""
+        return str.__str__(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantSettings:
+    trigger: Trigger = Trigger.HANDS_FREE
+    """How an utterance starts and ends: `hands_free` or `push_to_talk`."""
+    user: str = "voice-assistant"
+    """The `user` sent to Dify with every request; scopes messages and stop calls."""
+    language: str = "en"
+    """Language of the local fallback voice (espeak-ng voice name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSettings:
+    input_device: str = ""
+    """Microphone: a PyAudio device index or a substring of its name; "" = system default."""
+    output_device: str = ""
+    """Speaker: a PyAudio device index or a substring of its name; "" = system default."""
+    input_rate: int = 0
+    """Capture rate in Hz; 0 = the first of 16000, 48000, 44100 the device accepts."""
+    output_rate: int = 0
+    """Playback rate in Hz; 0 = the first of 48000, 44100, 24000, 16000 the device accepts."""
+    period_ms: int = 20
+    """Device period: the callback granularity, and the bound on how fast a flush is heard."""
+    playback_buffer_s: float = 2.0
+    """Ring buffer ahead of the speaker; writers wait when it is full."""
+    device_timeout_s: float = 2.0
+    """A device that delivers nothing for this long is treated as gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    aggressiveness: int = 2
+    """webrtcvad aggressiveness 0 (keeps most) to 3 (drops most non-speech)."""
+    frame_ms: int = 20
+    """webrtcvad frame length: 10, 20 or 30 ms."""
+    preroll_ms: int = 300
+    """Audio kept from before speech starts, so the first syllable is not clipped."""
+    hangover_ms: int = 500
+    """Silence that ends an utterance. Each ms here is a ms added to every answer."""
+    start_ms: int = 60
+    """Voiced audio needed to open an utterance (filters single-frame clicks)."""
+    min_speech_ms: int = 200
+    """Utterances with less voiced audio than this are dropped (clicks, coughs)."""
+    max_utterance_s: float = 30.0
+    """Hard cap on one utterance; 30 s of 16 kHz s16 is 0.96 MB, far below upload limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonSettings:
+    pin: int = 17
+    """BCM number of the talk button (wired to ground; the internal pull-up is used)."""
+    bounce_ms: int = 20
+    """Contact debounce time."""
+    long_press_s: float = 2.0
+    """A press held this long is a long press (reserved for conversation reset)."""
+    pin_factory: str = ""
+    """gpiozero pin factory: "" = gpiozero's choice (real pins on a Pi), "mock" for tests."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    connect_timeout_s: float = 5.0
+    """TCP + TLS connect limit for every service."""
+    read_timeout_s: float = 30.0
+    """Longest gap between two received bytes (Dify pings every 10 s on streams)."""
+    stt_timeout_s: float = 30.0
+    """Whole speech-to-text request, upload included."""
+    completion_timeout_s: float = 120.0
+    """Whole completion stream."""
+    tts_timeout_s: float = 30.0
+    """Whole synthesis of one sentence."""
+
+
+@dataclass(frozen=True, slots=True)
+class DifySettings:
+    base_url: str = "http://127.0.0.1:8750/v1"
+    """API base, e.g. https://api.dify.ai/v1 or your self-hosted `/v1`."""
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    """App key (`app-...`). Prefer the DIFY_API_KEY variable or `api_key_file`."""
+    api_key_file: str = ""
+    """File holding the key; must be readable by its owner only."""
+    response_mode: str = "streaming"
+    """`streaming` (SSE, speech starts early) or `blocking` (one JSON answer)."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Values for the app's `user_input_form` variables."""
+    voice: str = ""
+    """TTS voice for /text-to-audio; "" = the app's configured voice."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSettings:
+    min_sentence_chars: int = 12
+    """Shorter sentences are merged with the next, so TTS is not called per word."""
+    max_sentence_chars: int = 400
+    """Longer runs are cut at a clause or word boundary so speech starts early."""
+    tts_prefetch: int = 2
+    """Sentences synthesised ahead of the one playing."""
+
+
+@dataclass(frozen=True, slots=True)
+class DevServerSettings:
+    host: str = "127.0.0.1"
+    """Where the bundled dev server listens when no API key is configured."""
+    port: int = 8750
+    """Its port; 0 = any free port."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    assistant: AssistantSettings = field(default_factory=AssistantSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    button: ButtonSettings = field(default_factory=ButtonSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    dify: DifySettings = field(default_factory=DifySettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
+    devserver: DevServerSettings = field(default_factory=DevServerSettings)
