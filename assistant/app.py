@@ -1,0 +1,141 @@
+"""Wiring: settings in, a running voice loop out (devices, providers, event sinks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.events import Event, EventBus, JsonlWriter
+from assistant.loop import VoiceLoop
+from assistant.providers.base import ServiceError
+from assistant.providers.dify import DifyClient, DifyCompletion, DifySpeechToText, DifyTextToSpeech
+from assistant.settings import Secret, Settings, Trigger
+from assistant.turn import Stages
+from hardware.interfaces import AudioSink, AudioSource
+
+log = logging.getLogger(__name__)
+
+LOCAL_DEV_KEY = "app-local-dev"
+"""Key used with the bundled dev server, which accepts any Bearer token."""
+
+WARM_UP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    mic_wav: Path | None = None
+    """Microphone replaced by this WAV, fed in real time; the run ends with it."""
+    speaker_wav: Path | None = None
+    """Speaker replaced by this WAV, written on the microphone's timeline."""
+    events_jsonl: Path | None = None
+    """Every event as one JSON line."""
+
+
+def _log_event(event: Event) -> None:
+    if event.kind in ("transcript", "answer"):
+        log.info("%s: %s", event.kind, event.data.get("text", ""))
+    elif event.kind == "utterance_dropped":
+        log.info("utterance dropped: %s", event.data.get("reason"))
+    elif event.kind == "state":
+        log.debug("state: %s", event.data.get("state"))
+
+
+def _make_source(settings: Settings, options: RunOptions) -> AudioSource:
+    if options.mic_wav is not None:
+        from hardware.wav_devices import WavFileSource
+
+        return WavFileSource(options.mic_wav, block_ms=settings.audio.period_ms)
+    from hardware.pyaudio_devices import Microphone
+
+    return Microphone(settings.audio)
+
+
+def _make_sink(settings: Settings, options: RunOptions) -> AudioSink:
+    if options.speaker_wav is not None:
+        from hardware.wav_devices import WavFileSink
+
+        rate = settings.audio.output_rate or 24_000
+        return WavFileSink(options.speaker_wav, sample_rate=rate, period_ms=settings.audio.period_ms)
+    from hardware.pyaudio_devices import Speaker
+
+    return Speaker(settings.audio)
+
+
+@contextlib.asynccontextmanager
+async def _local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
+    """With no API key, run against the bundled dev server: the demo needs no account."""
+    if settings.dify.api_key:
+        yield settings
+        return
+    from assistant.devserver import DevServerOptions, start_devserver
+
+    server = await start_devserver(
+        settings.devserver.host, settings.devserver.port, DevServerOptions()
+    )
+    log.warning("no DIFY_API_KEY: answering from the bundled dev server at %s", server.base_url)
+    try:
+        yield dataclasses.replace(
+            settings,
+            dify=dataclasses.replace(
+                settings.dify, base_url=server.base_url, api_key=Secret(LOCAL_DEV_KEY)
+            ),
+        )
+    finally:
+        await server.stop()
+
+
+async def _warm_up(client: DifyClient, bus: EventBus) -> None:
+    """Open the connection and check the key before the first question is asked."""
+    try:
+        async with asyncio.timeout(WARM_UP_TIMEOUT_S):
+            params = await client.parameters()
+    except (ServiceError, TimeoutError) as exc:
+        # Not fatal: the network may come back; each turn reports its own failure.
+        log.error("Dify is not reachable yet: %s", exc)
+        bus.publish("error", stage="startup", code="unreachable", message=str(exc))
+        return
+    if not params.get("text_to_speech", {}).get("enabled", True):
+        log.warning("this Dify app has text-to-speech disabled; /text-to-audio will fail")
+
+
+async def run_assistant(settings: Settings, options: RunOptions) -> None:
+    bus = EventBus()
+    bus.add_listener(_log_event)
+    writer = JsonlWriter(options.events_jsonl) if options.events_jsonl else None
+    if writer is not None:
+        bus.add_listener(writer)
+    try:
+        async with _local_server_if_needed(settings) as live:
+            client = DifyClient(live.dify, live.http, live.assistant.user)
+            button = None
+            try:
+                await _warm_up(client, bus)
+                stages = Stages(
+                    DifySpeechToText(client), DifyCompletion(client), DifyTextToSpeech(client)
+                )
+                if live.assistant.trigger is Trigger.PUSH_TO_TALK:
+                    from hardware.buttons import TalkButton
+
+                    button = TalkButton(live.button, asyncio.get_running_loop())
+                loop = VoiceLoop(
+                    live,
+                    _make_source(live, options),
+                    _make_sink(live, options),
+                    stages,
+                    bus,
+                    button,
+                )
+                bus.publish("ready", trigger=live.assistant.trigger.value)
+                await loop.run()
+            finally:
+                if button is not None:
+                    button.close()
+                await client.aclose()
+    finally:
+        if writer is not None:
+            writer.close()

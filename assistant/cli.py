@@ -1,0 +1,84 @@
+"""`voice-assistant run | demo | devserver`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from assistant.config import ConfigError, load_config
+
+EXIT_CONFIG = 2
+DEFAULT_CONFIG = Path("config/assistant.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice-assistant", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="listen and answer (real devices unless files are given)")
+    run.add_argument("--config", type=Path, help=f"TOML config (default: {DEFAULT_CONFIG} if any)")
+    run.add_argument("--mic-wav", type=Path, help="use this WAV as the microphone, in real time")
+    run.add_argument("--speaker-wav", type=Path, help="write the speaker to this WAV")
+    run.add_argument("--events-jsonl", type=Path, help="write every event as a JSON line")
+
+    demo = commands.add_parser(
+        "demo", help="run against the bundled dev server (files if there is no sound card)"
+    )
+    demo.add_argument("--config", type=Path)
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where file mode writes")
+
+    dev = commands.add_parser("devserver", help="serve the Dify-compatible dev server")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8750)
+    return parser
+
+
+def _config_path(arg: Path | None) -> Path | None:
+    if arg is not None:
+        return arg
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request URL at INFO; a turn's own summary line is enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    if args.command == "devserver":
+        from assistant.devserver import DevServerOptions, serve_forever
+
+        serve_forever(args.host, args.port, DevServerOptions())
+        return 0
+
+    try:
+        settings = load_config(_config_path(args.config))
+        if args.command == "run":
+            from assistant.app import RunOptions, run_assistant
+
+            for path in (args.mic_wav,):
+                if path is not None and not path.is_file():
+                    raise ConfigError("--mic-wav", str(path), "no such file")
+            options = RunOptions(args.mic_wav, args.speaker_wav, args.events_jsonl)
+            asyncio.run(run_assistant(settings, options))
+        else:
+            from assistant.demo import run_demo
+
+            asyncio.run(run_demo(settings, args.out))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

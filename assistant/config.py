@@ -1,0 +1,258 @@
+"""Loading and validating the configuration: TOML file, then environment overrides.
+
+Every value is checked once, at start; a bad one raises ConfigError naming the
+key, the value and the reason, and the CLI exits with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import stat
+import tomllib
+import types
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlparse
+
+from assistant.settings import Secret, Settings
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "VA_"
+"""`VA_<SECTION>_<KEY>` overrides any key, e.g. VA_VAD_HANGOVER_MS=400."""
+
+ENV_ALIASES = {
+    "DIFY_API_KEY": ("dify", "api_key"),
+    "DIFY_API_KEY_FILE": ("dify", "api_key_file"),
+    "DIFY_BASE_URL": ("dify", "base_url"),
+}
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        shown = "***" if key.endswith("api_key") else repr(value)
+        super().__init__(f"config error: {key} = {shown}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _url(value: str) -> str | None:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+
+def _one_of(*allowed: object) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(map(str, allowed))}"
+
+
+_RULES: dict[str, Callable[[Any], str | None]] = {
+    "audio.input_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "audio.output_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "audio.period_ms": _between(5, 100),
+    "audio.playback_buffer_s": _between(0.2, 30),
+    "audio.device_timeout_s": _between(0.2, 60),
+    "vad.aggressiveness": _between(0, 3),
+    "vad.frame_ms": _one_of(10, 20, 30),
+    "vad.preroll_ms": _between(0, 2000),
+    "vad.hangover_ms": _between(100, 5000),
+    "vad.start_ms": _between(10, 1000),
+    "vad.min_speech_ms": _between(0, 5000),
+    "vad.max_utterance_s": _between(1, 600),
+    "button.pin": _between(0, 27),
+    "button.bounce_ms": _between(0, 500),
+    "button.long_press_s": _between(0.3, 30),
+    "button.pin_factory": _one_of("", "mock", "lgpio", "rpigpio", "pigpio", "native"),
+    "http.connect_timeout_s": _between(0.1, 120),
+    "http.read_timeout_s": _between(0.5, 600),
+    "http.stt_timeout_s": _between(1, 600),
+    "http.completion_timeout_s": _between(1, 3600),
+    "http.tts_timeout_s": _between(1, 600),
+    "dify.base_url": _url,
+    "dify.response_mode": _one_of("streaming", "blocking"),
+    "speech.min_sentence_chars": _between(0, 400),
+    "speech.max_sentence_chars": _between(20, 4096),
+    "speech.tts_prefetch": _between(1, 8),
+    "devserver.port": _between(0, 65535),
+}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, or say why not."""
+    from_env = isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise ConfigError(
+                key, value, f"must be one of {', '.join(m.value for m in hint)}"
+            ) from None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(key, value, "must be true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, value, "must be a whole number")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, value, "must be a number")
+    if hint is Secret:
+        if isinstance(value, str):
+            return Secret(value.strip())
+        raise ConfigError(key, value, "must be a string")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, value, "must be a string")
+    if get_origin(hint) is dict:
+        if isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in value.items()
+        ):
+            return {k: str(v) for k, v in value.items()}
+        raise ConfigError(key, value, "must be a table of string values")
+    raise ConfigError(key, value, f"has an unsupported type {hint}")
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)}
+
+
+def _merge(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    sections = _section_types()
+    merged: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        if name not in sections:
+            raise ConfigError(name, table, "unknown section" + _did_you_mean(name, [*sections]))
+        if not isinstance(table, Mapping):
+            raise ConfigError(name, table, "must be a table")
+        hints = get_type_hints(sections[name])
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            full = f"{name}.{key}"
+            if key not in hints:
+                raise ConfigError(full, value, "unknown key" + _did_you_mean(key, [*hints]))
+            values[key] = _coerce(full, value, _unwrap(hints[key]))
+        merged[name] = values
+    return merged
+
+
+def _unwrap(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    sections = _section_types()
+    out: dict[str, dict[str, str]] = {}
+    for var, (section, key) in ENV_ALIASES.items():
+        if environ.get(var):
+            out.setdefault(section, {})[key] = environ[var]
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        for section in sections:
+            if rest.startswith(section + "_"):
+                out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+                break
+        else:
+            raise ConfigError(var, value, "environment variable names no config section")
+    return out
+
+
+def _read_key_file(path_text: str) -> Secret:
+    path = Path(path_text).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            "dify.api_key_file", path_text, f"cannot be read: {exc.strerror}"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s is readable by other users; chmod 600 it", path)
+    if not text:
+        raise ConfigError("dify.api_key_file", path_text, "is empty")
+    return Secret(text)
+
+
+def _check(settings: Settings) -> None:
+    for section in dataclasses.fields(settings):
+        group = getattr(settings, section.name)
+        for f in dataclasses.fields(group):
+            key = f"{section.name}.{f.name}"
+            rule = _RULES.get(key)
+            value = getattr(group, f.name)
+            if rule is not None and (reason := rule(value)) is not None:
+                raise ConfigError(key, value, reason)
+    if settings.speech.min_sentence_chars >= settings.speech.max_sentence_chars:
+        raise ConfigError(
+            "speech.min_sentence_chars",
+            settings.speech.min_sentence_chars,
+            "must be below speech.max_sentence_chars",
+        )
+    if settings.vad.preroll_ms % settings.vad.frame_ms:
+        raise ConfigError(
+            "vad.preroll_ms", settings.vad.preroll_ms, "must be a multiple of frame_ms"
+        )
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` (None = defaults only), apply the environment, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError("--config", str(path), f"cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", str(path), f"is not valid TOML: {exc}") from None
+    merged = _merge(raw)
+    env = _merge(_env_overrides(os.environ if environ is None else environ))
+    for section, values in env.items():
+        merged.setdefault(section, {}).update(values)
+
+    sections = _section_types()
+    built = {name: sections[name](**merged.get(name, {})) for name in sections}
+    settings = Settings(**built)
+    if settings.dify.api_key_file and not settings.dify.api_key:
+        settings = dataclasses.replace(
+            settings,
+            dify=dataclasses.replace(
+                settings.dify, api_key=_read_key_file(settings.dify.api_key_file)
+            ),
+        )
+    _check(settings)
+    return settings

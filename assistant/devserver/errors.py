@@ -1,0 +1,48 @@
+"""Dify's error envelope: `{"code": ..., "message": ..., "status": N}` for every non-stream error."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+# werkzeug's wording, which is what Dify's Flask app sends for these.
+NOT_FOUND_MESSAGE = (
+    "The requested URL was not found on the server. If you entered the URL manually "
+    "please check your spelling and try again."
+)
+METHOD_NOT_ALLOWED_MESSAGE = "The method is not allowed for the requested URL."
+BAD_REQUEST_MESSAGE = "The browser (or proxy) sent a request that this server could not understand."
+USER_REQUIRED_MESSAGE = "Arg user must be provided."
+INTERNAL_ERROR_MESSAGE = (
+    "The server encountered an internal error and was unable to complete your request. "
+    "Either the server is overloaded or there is an error in the application."
+)
+
+
+class DifyError(Exception):
+    """An API error, raised anywhere in a handler and rendered by the middleware."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.message)
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"code": code, "message": message, "status": status}, status=status)
+
+
+def invalid_param(message: str) -> DifyError:
+    """400 invalid_param: Dify's rendering of a ValueError (pydantic errors included)."""
+    return DifyError(400, "invalid_param", message)
+
+
+def bad_request(message: str = BAD_REQUEST_MESSAGE) -> DifyError:
+    return DifyError(400, "bad_request", message)
+
+
+def unauthorized(message: str) -> DifyError:
+    return DifyError(401, "unauthorized", message)

@@ -1,0 +1,102 @@
+"""Everything the dev server remembers between requests, shared with in-process tests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from assistant.devserver.faults import FaultBook
+from assistant.devserver.options import LATENCY_FIELDS, DevServerOptions
+from assistant.devserver.recogniser import DEFAULT_PHRASES, PhraseBook
+
+STATE_KEY: web.AppKey[DevServerState] = web.AppKey("devserver_state")
+# Annotations are strings here (postponed evaluation): "int" or "float".
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(DevServerOptions)}
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request to a `/v1` endpoint, appended to `state.log` when it is answered."""
+
+    endpoint: str
+    """Route name: audio-to-text, completion-messages, completion-messages-stop,
+    text-to-audio, parameters; or the path when no route matched."""
+    method: str
+    time: float
+    """Wall-clock arrival (Unix seconds)."""
+    status: int = 0
+    duration_s: float = 0.0
+    """From arrival to the last byte of the answer."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Per endpoint. audio-to-text: upload_bytes, content_type, audio_duration_s, transcript.
+    completion-messages: query, answer, task_id, message_id, stopped. text-to-audio: text,
+    voice, audio_bytes, content_type. Any: fault=True when a fault answered instead."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "status": self.status,
+            "time": self.time,
+            "duration_s": self.duration_s,
+            **self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A finished completion, for `/text-to-audio` with a `message_id`."""
+
+    user: str
+    answer: str
+
+
+@dataclass(slots=True)
+class RunningTask:
+    """A completion being generated, for `/completion-messages/{task_id}/stop`."""
+
+    user: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class DevServerState:
+    """Options (live), request log, faults, known phrases, messages and running tasks."""
+
+    def __init__(self, options: DevServerOptions) -> None:
+        self.options = options
+        self.log: list[RequestRecord] = []
+        self.faults = FaultBook()
+        self.phrases = PhraseBook(options.voice, (*DEFAULT_PHRASES, *options.phrases))
+        self.messages: dict[str, StoredMessage] = {}
+        self.tasks: dict[str, RunningTask] = {}
+
+    def set_latency(self, **changes: float) -> DevServerOptions:
+        """Change latency fields of the live options (the rest stay fixed)."""
+        unknown = set(changes) - set(LATENCY_FIELDS)
+        if unknown:
+            raise ValueError(f"not latency fields: {', '.join(sorted(unknown))}")
+        for name, value in changes.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0")
+        converted = {
+            name: round(value) if _FIELD_TYPES[name] == "int" else float(value)
+            for name, value in changes.items()
+        }
+        self.options = dataclasses.replace(self.options, **converted)
+        return self.options
+
+    def latency(self) -> dict[str, float]:
+        return {name: getattr(self.options, name) for name in LATENCY_FIELDS}
+
+    def records(self, endpoint: str | None = None) -> list[RequestRecord]:
+        """The log, optionally only one endpoint's requests."""
+        return [r for r in self.log if endpoint is None or r.endpoint == endpoint]
+
+    def reset(self) -> None:
+        """Forget the log and every armed fault (phrases and messages stay)."""
+        self.log.clear()
+        self.faults.clear()

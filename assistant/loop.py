@@ -1,0 +1,237 @@
+"""The voice loop: owns the state, listens, runs turns, and survives their failures.
+
+    idle ─press─▶ listening ─release / VAD end─▶ transcribing ─▶ thinking ─▶ speaking ─▶ idle
+                                   any failure ─▶ error (say so, recover) ─▶ idle / listening
+
+Only this object changes the state; every change is published on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from assistant.audio.earcons import error_earcon
+from assistant.audio.endpointer import (
+    Endpointer,
+    SpeechStarted,
+    Utterance,
+    UtteranceDropped,
+    UtteranceEnded,
+)
+from assistant.events import EventBus
+from assistant.failures import describe_failure
+from assistant.settings import Settings, Trigger
+from assistant.states import State
+from assistant.turn import Stages, Turn
+from hardware.buttons import TalkButton
+from hardware.interfaces import AudioBlock, AudioSink, AudioSource, DeviceError
+
+log = logging.getLogger(__name__)
+
+REOPEN_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+"""Waits between attempts to reopen a vanished device; the last one repeats."""
+
+
+class InputEnded(Exception):
+    """The (file) microphone has no more audio."""
+
+
+class VoiceLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        source: AudioSource,
+        sink: AudioSink,
+        stages: Stages,
+        bus: EventBus,
+        button: TalkButton | None = None,
+    ) -> None:
+        if settings.assistant.trigger is Trigger.PUSH_TO_TALK and button is None:
+            raise ValueError("push_to_talk needs a talk button")
+        self._settings = settings
+        self._source = source
+        self._sink = sink
+        self._stages = stages
+        self._bus = bus
+        self._button = button
+        self._endpointer = Endpointer(settings.vad)
+        self._state = State.IDLE
+        self._turns = 0
+        self._input_ended = False
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _set_state(self, state: State) -> None:
+        if state is not self._state:
+            self._state = state
+            self._bus.publish("state", state=state.value, turn=self._turns)
+
+    async def run(self) -> None:
+        """Listen and answer until a finite microphone runs out (forever on a device)."""
+        await self._open_devices()
+        try:
+            while not self._input_ended:
+                utterance = await self._listen()
+                if utterance is not None:
+                    await self._respond(utterance)
+            self._set_state(State.IDLE)
+        finally:
+            await self._close_devices()
+
+    # -- devices ---------------------------------------------------------------
+
+    async def _open_devices(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._source.start()
+                await self._sink.start()
+                return
+            except DeviceError as exc:
+                await self._close_devices()
+                wait = REOPEN_BACKOFF_S[min(attempt, len(REOPEN_BACKOFF_S) - 1)]
+                attempt += 1
+                self._set_state(State.ERROR)
+                self._bus.publish("error", stage="device", code="device_error", message=str(exc))
+                log.error("audio device unavailable (%s); retrying in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
+
+    async def _close_devices(self) -> None:
+        for device in (self._source, self._sink):
+            try:
+                await device.close()
+            except Exception:
+                log.exception("closing %s failed", type(device).__name__)
+
+    async def _reopen_devices(self) -> None:
+        await self._close_devices()
+        await self._open_devices()
+
+    async def _read(self) -> AudioBlock:
+        block = await self._source.read(timeout=self._settings.audio.device_timeout_s)
+        if block is None:
+            self._input_ended = True
+            raise InputEnded
+        return block
+
+    # -- listening -------------------------------------------------------------
+
+    async def _listen(self) -> Utterance | None:
+        """The next utterance; None when there is none (input ended, device reopened)."""
+        self._endpointer.reset()
+        try:
+            if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
+                return await self._listen_push_to_talk()
+            return await self._listen_hands_free()
+        except InputEnded:
+            return self._endpointer_result(self._endpointer.flush())
+        except (DeviceError, TimeoutError) as exc:
+            self._set_state(State.ERROR)
+            self._bus.publish("error", stage="device", code="device_error", message=str(exc))
+            log.error("microphone failed (%s); reopening", exc or type(exc).__name__)
+            await self._reopen_devices()
+            return None
+
+    async def _listen_hands_free(self) -> Utterance | None:
+        self._set_state(State.LISTENING)
+        while True:
+            block = await self._read()
+            for event in self._endpointer.process(block):
+                if (utterance := self._endpointer_result(event)) is not None:
+                    return utterance
+
+    async def _listen_push_to_talk(self) -> Utterance | None:
+        assert self._button is not None
+        self._set_state(State.IDLE)
+        holding = False
+        while True:
+            block = await self._read()
+            # Edges are timestamped in gpiozero's thread, so checking them per
+            # block (20 ms) still cuts the utterance at the true release time.
+            for edge in self._button.pending_events():
+                if edge.kind == "pressed" and not holding:
+                    holding = True
+                    self._endpointer.begin_manual(edge.t)
+                    self._set_state(State.LISTENING)
+                elif edge.kind == "released" and holding:
+                    self._endpointer.process_manual(block, until=edge.t)
+                    return self._endpointer_result(self._endpointer.end_manual(edge.t))
+            if holding:
+                for event in self._endpointer.process_manual(block):
+                    if (utterance := self._endpointer_result(event)) is not None:
+                        return utterance
+            else:
+                self._endpointer.prime(block)
+
+    def _endpointer_result(
+        self, event: SpeechStarted | UtteranceEnded | UtteranceDropped | None
+    ) -> Utterance | None:
+        if isinstance(event, SpeechStarted):
+            self._bus.publish("speech_started", t_speech=event.t)
+        elif isinstance(event, UtteranceDropped):
+            self._bus.publish("utterance_dropped", reason=event.reason, speech_ms=event.speech_ms)
+            self._set_state(
+                State.IDLE
+                if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK
+                else State.LISTENING
+            )
+        elif isinstance(event, UtteranceEnded):
+            return event.utterance
+        return None
+
+    # -- answering -------------------------------------------------------------
+
+    async def _respond(self, utterance: Utterance) -> None:
+        self._turns += 1
+        self._bus.publish(
+            "utterance",
+            turn=self._turns,
+            duration_s=round(utterance.duration, 3),
+            speech_ms=utterance.speech_ms,
+        )
+        turn = Turn(self._turns, self._stages, self._sink, self._settings, self._bus, self._set_state)
+        # The microphone keeps running during the answer; its audio is read and
+        # dropped so a live device never overflows and a file keeps its pace.
+        discarding = asyncio.create_task(self._discard_input())
+        try:
+            await turn.run(utterance)
+        except Exception as exc:  # the loop must outlive any failure of one turn
+            await self._report_failure(exc)
+        finally:
+            discarding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discarding
+
+    async def _discard_input(self) -> None:
+        try:
+            while True:
+                await self._read()
+        except InputEnded:
+            pass
+        except (DeviceError, TimeoutError) as exc:
+            log.error("microphone failed during an answer: %s", exc or type(exc).__name__)
+
+    async def _report_failure(self, exc: BaseException) -> None:
+        failure = describe_failure(exc)
+        self._set_state(State.ERROR)
+        self._bus.publish("error", turn=self._turns, **failure)
+        log.error(
+            "turn %d failed in %s: %s: %s",
+            self._turns,
+            failure["stage"],
+            failure["code"],
+            failure["message"],
+        )
+        self._sink.flush()
+        try:
+            await self._sink.play(
+                error_earcon(self._sink.sample_rate), timeout=self._settings.audio.device_timeout_s
+            )
+            await self._sink.drain(timeout=self._settings.audio.device_timeout_s + 1.0)
+        except (DeviceError, TimeoutError) as device_exc:
+            log.error("speaker failed while reporting an error: %s", device_exc)
+            await self._reopen_devices()

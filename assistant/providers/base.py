@@ -1,0 +1,83 @@
+"""The three stage protocols the loop knows, and the one error every provider raises."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class ServiceError(Exception):
+    """A service refused, failed or answered nonsense; one shape for every provider."""
+
+    def __init__(
+        self,
+        service: str,
+        stage: str,
+        code: str,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{service} {stage} failed: {code}: {message}")
+        self.service = service
+        self.stage = stage
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    def as_event(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "stage": self.stage,
+            "code": self.code,
+            "message": self.message,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechInput:
+    """What speech-to-text receives: one utterance of 16 kHz mono int16 audio."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of a streaming answer."""
+
+    text: str = ""
+    """Text to append to the answer so far."""
+    replace: str | None = None
+    """When set, the whole answer so far is replaced by this (Dify output moderation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of an encoded speech body as it arrived from the network."""
+
+    data: bytes
+    content_type: str | None
+
+
+class SpeechToText(Protocol):
+    async def transcribe(self, speech: SpeechInput) -> str:
+        """The text spoken; raises ServiceError."""
+
+
+class Completion(Protocol):
+    def stream(self, query: str) -> AsyncIterator[Delta]:
+        """The answer as it is written; raises ServiceError."""
+
+    async def stop(self) -> None:
+        """Ask the service to stop the answer in flight (a cancelled turn); never raises."""
+
+
+class TextToSpeech(Protocol):
+    def stream(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Encoded speech for `text`, chunk by chunk; raises ServiceError."""

@@ -1,0 +1,115 @@
+"""Sentences in, sound out: synthesis ahead of playback, playback in order.
+
+Each sentence gets its own synthesis task the moment it is complete (at most
+`tts_prefetch` ahead of the one playing), so sentence n+1 is being
+synthesised while sentence n plays. Audio is decoded and resampled chunk by
+chunk and handed to the speaker from the first decoded chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+
+from assistant.audio.decoders import make_decoder
+from assistant.audio.resample import StreamResampler
+from assistant.failures import service_name, stage_timeout
+from assistant.marks import TurnMarks
+from assistant.providers.base import TextToSpeech
+from hardware.interfaces import AudioSink
+
+_END = None
+
+
+class SpeechOut:
+    def __init__(
+        self,
+        tts: TextToSpeech,
+        sink: AudioSink,
+        marks: TurnMarks,
+        *,
+        prefetch: int,
+        tts_timeout_s: float,
+        play_timeout_s: float,
+        drain_timeout_s: float,
+        on_first_audio: Callable[[], None],
+    ) -> None:
+        self._tts = tts
+        self._sink = sink
+        self._marks = marks
+        self._tts_timeout_s = tts_timeout_s
+        self._play_timeout_s = play_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+        self._on_first_audio = on_first_audio
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        # Bounded: this is what limits how far synthesis runs ahead of playback.
+        self._playlist: asyncio.Queue[asyncio.Queue[np.ndarray | None] | None] = asyncio.Queue(
+            maxsize=prefetch
+        )
+        self._synth_tasks: set[asyncio.Task[None]] = set()
+
+    def say(self, sentence: str) -> None:
+        self._sentences.put_nowait(sentence)
+
+    def finish(self) -> None:
+        """No more sentences will come."""
+        self._sentences.put_nowait(_END)
+
+    async def run(self) -> None:
+        """Play every sentence said, in order, until finish(); raises the first failure."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._dispatch(group))
+                group.create_task(self._play())
+        finally:
+            for task in self._synth_tasks:
+                task.cancel()
+
+    async def _dispatch(self, group: asyncio.TaskGroup) -> None:
+        while (sentence := await self._sentences.get()) is not _END:
+            pcm: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+            await self._playlist.put(pcm)
+            task = group.create_task(self._synthesise(sentence, pcm))
+            self._synth_tasks.add(task)
+            task.add_done_callback(self._synth_tasks.discard)
+        await self._playlist.put(_END)
+
+    async def _synthesise(self, sentence: str, out: asyncio.Queue[np.ndarray | None]) -> None:
+        decoder = None
+        resampler: StreamResampler | None = None
+        rate = self._sink.sample_rate
+
+        def emit(chunks: list) -> None:
+            nonlocal resampler
+            for chunk in chunks:
+                if resampler is None:
+                    resampler = StreamResampler(chunk.sample_rate, rate)
+                samples = resampler.process(chunk.samples)
+                if len(samples):
+                    out.put_nowait(samples)
+
+        async with stage_timeout(service_name(self._tts), "tts", self._tts_timeout_s):
+            async for piece in self._tts.stream(sentence):
+                self._marks.mark("first_tts_byte")
+                if decoder is None:
+                    decoder = make_decoder(piece.content_type, piece.data)
+                emit(decoder.feed(piece.data))
+        if decoder is not None:
+            emit(decoder.close())
+        if resampler is not None:
+            tail = resampler.flush()
+            if len(tail):
+                out.put_nowait(tail)
+        out.put_nowait(_END)
+
+    async def _play(self) -> None:
+        while (pcm := await self._playlist.get()) is not _END:
+            while (samples := await pcm.get()) is not _END:
+                if "first_audio" not in self._marks.times:
+                    self._marks.mark("first_audio")
+                    self._on_first_audio()
+                await self._sink.play(samples, timeout=self._play_timeout_s)
+        await self._sink.drain(timeout=self._drain_timeout_s)
+        self._marks.mark("last_audio")

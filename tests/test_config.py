@@ -1,0 +1,114 @@
+"""Config loading: defaults, the documented example, overrides and every kind of bad value."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from assistant.config import ConfigError, load_config
+from assistant.settings import Secret, Settings, Trigger
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "assistant.toml"
+
+
+def test_example_config_documents_every_key_with_its_default() -> None:
+    example = tomllib.loads(EXAMPLE.read_text())
+    defaults = Settings()
+    for section in dataclasses.fields(Settings):
+        group = getattr(defaults, section.name)
+        assert section.name in example, f"[{section.name}] missing from {EXAMPLE.name}"
+        for f in dataclasses.fields(group):
+            assert f.name in example[section.name], f"{section.name}.{f.name} not documented"
+            documented = example[section.name][f.name]
+            assert documented == getattr(group, f.name), f"{section.name}.{f.name} default"
+    assert load_config(EXAMPLE, environ={}) == defaults
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[vad]\nhangover_ms = 700\n[assistant]\ntrigger = "push_to_talk"\n')
+    settings = load_config(
+        path,
+        environ={
+            "VA_VAD_HANGOVER_MS": "350",
+            "DIFY_API_KEY": "app-abc",
+            "DIFY_BASE_URL": "https://api.dify.ai/v1",
+        },
+    )
+    assert settings.vad.hangover_ms == 350
+    assert settings.assistant.trigger is Trigger.PUSH_TO_TALK
+    assert settings.dify.api_key.reveal() == "app-abc"
+    assert settings.dify.base_url == "https://api.dify.ai/v1"
+
+
+def test_secret_never_shows() -> None:
+    settings = load_config(None, environ={"DIFY_API_KEY": "app-very-secret"})
+    for text in (repr(settings), str(settings.dify), f"{settings.dify.api_key}", repr(Secret("x"))):
+        assert "very-secret" not in text
+    error = ConfigError("dify.api_key", settings.dify.api_key.reveal(), "is refused")
+    assert "very-secret" not in str(error)
+
+
+def test_key_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    key = tmp_path / "key"
+    key.write_text("app-from-file\n")
+    key.chmod(0o600)
+    settings = load_config(None, environ={"DIFY_API_KEY_FILE": str(key)})
+    assert settings.dify.api_key.reveal() == "app-from-file"
+    assert "readable by other users" not in caplog.text
+    key.chmod(0o644)
+    load_config(None, environ={"DIFY_API_KEY_FILE": str(key)})
+    assert "readable by other users" in caplog.text
+    with pytest.raises(ConfigError, match="dify.api_key_file"):
+        load_config(None, environ={"DIFY_API_KEY_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        ("[vad]\nhangover_ms = 'long'", "vad.hangover_ms", "whole number"),
+        ("[vad]\nhangover_ms = 50", "vad.hangover_ms", "between"),
+        ("[vad]\nframe_ms = 25", "vad.frame_ms", "one of 10, 20, 30"),
+        ("[vad]\nhangovr_ms = 400", "vad.hangovr_ms", "did you mean 'hangover_ms'"),
+        ("[vda]\nhangover_ms = 400", "vda", "did you mean 'vad'"),
+        ("[assistant]\ntrigger = 'wake_word'", "assistant.trigger", "hands_free, push_to_talk"),
+        ("[dify]\nbase_url = 'api.dify.ai'", "dify.base_url", "http:// or https://"),
+        ("[dify]\nresponse_mode = 'batch'", "dify.response_mode", "streaming, blocking"),
+        ("[button]\npin = 40", "button.pin", "between 0 and 27"),
+        ("[audio]\nperiod_ms = true", "audio.period_ms", "whole number"),
+        ("[vad]\npreroll_ms = 310", "vad.preroll_ms", "multiple of frame_ms"),
+        ("[speech]\nmin_sentence_chars = 500", "speech.min_sentence_chars", "between"),
+        ("vad = 3", "vad", "must be a table"),
+        ("[vad\n", "--config", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_key_and_reason(tmp_path: Path, toml: str, key: str, reason: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.key == key
+    assert reason in str(caught.value)
+
+
+def test_cli_exits_2_naming_key_value_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[vad]\naggressiveness = 7\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VA_", "DIFY_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "assistant", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "vad.aggressiveness = 7: must be between 0 and 3" in done.stderr
