@@ -60,7 +60,12 @@ def _make_sink(settings: Settings, options: RunOptions) -> AudioSink:
         from hardware.wav_devices import WavFileSink
 
         rate = settings.audio.output_rate or 24_000
-        return WavFileSink(options.speaker_wav, sample_rate=rate, period_ms=settings.audio.period_ms)
+        return WavFileSink(
+            options.speaker_wav,
+            sample_rate=rate,
+            period_ms=settings.audio.period_ms,
+            playback_buffer_s=settings.audio.playback_buffer_s,
+        )
     from hardware.pyaudio_devices import Speaker
 
     return Speaker(settings.audio)

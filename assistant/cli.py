@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from assistant.demo import run_demo
 
-            asyncio.run(run_demo(settings, args.out))
+            run_demo(settings, args.out)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

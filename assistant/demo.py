@@ -7,6 +7,7 @@ same loop still runs end to end and shows what it heard, said and how fast.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
@@ -50,16 +51,16 @@ def _summarise(events_path: Path, answer_path: Path) -> None:
     print(f"spoken answer written to {answer_path}")
 
 
-async def run_demo(settings: Settings, out: Path) -> None:
+def run_demo(settings: Settings, out: Path) -> None:
     if settings.dify.api_key:
         log.info("DIFY_API_KEY is set: the demo talks to %s", settings.dify.base_url)
     if audio_devices_available():
         print("Listening: ask a question (Ctrl-C to stop).")
-        await run_assistant(settings, RunOptions())
+        asyncio.run(run_assistant(settings, RunOptions()))
         return
     print("No sound card found: asking a recorded question and writing the answer to a file.")
     out.mkdir(parents=True, exist_ok=True)
     question, answer, events = out / "question.wav", out / "answer.wav", out / "events.jsonl"
     _question_wav(question)
-    await run_assistant(settings, RunOptions(question, answer, events))
+    asyncio.run(run_assistant(settings, RunOptions(question, answer, events)))
     _summarise(events, answer)

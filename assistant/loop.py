@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from assistant.audio.earcons import error_earcon
 from assistant.audio.endpointer import (
     Endpointer,
+    EndpointEvent,
     SpeechStarted,
     Utterance,
     UtteranceDropped,
@@ -56,7 +58,10 @@ class VoiceLoop:
         self._stages = stages
         self._bus = bus
         self._button = button
-        self._endpointer = Endpointer(settings.vad)
+        # In push-to-talk the VAD never opens an utterance: only the button does.
+        self._endpointer = Endpointer(
+            settings.vad, hands_free=settings.assistant.trigger is Trigger.HANDS_FREE
+        )
         self._state = State.IDLE
         self._turns = 0
         self._input_ended = False
@@ -123,12 +128,21 @@ class VoiceLoop:
     async def _listen(self) -> Utterance | None:
         """The next utterance; None when there is none (input ended, device reopened)."""
         self._endpointer.reset()
+        push_to_talk = self._settings.assistant.trigger is Trigger.PUSH_TO_TALK
+        self._set_state(State.IDLE if push_to_talk else State.LISTENING)
         try:
-            if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
-                return await self._listen_push_to_talk()
-            return await self._listen_hands_free()
+            while True:
+                block = await self._read()
+                events = self._button_edges() if push_to_talk else []
+                events[:0] = self._endpointer.process(block)
+                for event in events:
+                    if (utterance := self._endpointer_result(event)) is not None:
+                        return utterance
         except InputEnded:
-            return self._endpointer_result(self._endpointer.flush())
+            for event in self._endpointer.flush(time.monotonic()):
+                if (utterance := self._endpointer_result(event)) is not None:
+                    return utterance
+            return None
         except (DeviceError, TimeoutError) as exc:
             self._set_state(State.ERROR)
             self._bus.publish("error", stage="device", code="device_error", message=str(exc))
@@ -136,49 +150,31 @@ class VoiceLoop:
             await self._reopen_devices()
             return None
 
-    async def _listen_hands_free(self) -> Utterance | None:
-        self._set_state(State.LISTENING)
-        while True:
-            block = await self._read()
-            for event in self._endpointer.process(block):
-                if (utterance := self._endpointer_result(event)) is not None:
-                    return utterance
+    def _button_edges(self) -> list[EndpointEvent]:
+        """Apply the talk button's edges since the last block.
 
-    async def _listen_push_to_talk(self) -> Utterance | None:
+        Edges are timestamped in gpiozero's thread, so handling them once per
+        block (20 ms) still cuts the utterance at the true press and release.
+        """
         assert self._button is not None
-        self._set_state(State.IDLE)
-        holding = False
-        while True:
-            block = await self._read()
-            # Edges are timestamped in gpiozero's thread, so checking them per
-            # block (20 ms) still cuts the utterance at the true release time.
-            for edge in self._button.pending_events():
-                if edge.kind == "pressed" and not holding:
-                    holding = True
-                    self._endpointer.begin_manual(edge.t)
-                    self._set_state(State.LISTENING)
-                elif edge.kind == "released" and holding:
-                    self._endpointer.process_manual(block, until=edge.t)
-                    return self._endpointer_result(self._endpointer.end_manual(edge.t))
-            if holding:
-                for event in self._endpointer.process_manual(block):
-                    if (utterance := self._endpointer_result(event)) is not None:
-                        return utterance
-            else:
-                self._endpointer.prime(block)
+        events: list[EndpointEvent] = []
+        for edge in self._button.pending_events():
+            if edge.kind == "pressed" and not self._endpointer.in_utterance:
+                self._endpointer.begin_manual(edge.t)
+                self._set_state(State.LISTENING)
+            elif edge.kind == "released":
+                ended = self._endpointer.end_manual(edge.t)
+                if ended is not None:
+                    events.append(ended)
+        return events
 
-    def _endpointer_result(
-        self, event: SpeechStarted | UtteranceEnded | UtteranceDropped | None
-    ) -> Utterance | None:
+    def _endpointer_result(self, event: EndpointEvent) -> Utterance | None:
         if isinstance(event, SpeechStarted):
             self._bus.publish("speech_started", t_speech=event.t)
         elif isinstance(event, UtteranceDropped):
             self._bus.publish("utterance_dropped", reason=event.reason, speech_ms=event.speech_ms)
-            self._set_state(
-                State.IDLE
-                if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK
-                else State.LISTENING
-            )
+            if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
+                self._set_state(State.IDLE)
         elif isinstance(event, UtteranceEnded):
             return event.utterance
         return None
@@ -193,7 +189,9 @@ class VoiceLoop:
             duration_s=round(utterance.duration, 3),
             speech_ms=utterance.speech_ms,
         )
-        turn = Turn(self._turns, self._stages, self._sink, self._settings, self._bus, self._set_state)
+        turn = Turn(
+            self._turns, self._stages, self._sink, self._settings, self._bus, self._set_state
+        )
         # The microphone keeps running during the answer; its audio is read and
         # dropped so a live device never overflows and a file keeps its pace.
         discarding = asyncio.create_task(self._discard_input())

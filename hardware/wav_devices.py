@@ -349,9 +349,7 @@ class PlaybackQueue:
                 # A quiet poll interval is not an error: loop to re-check the
                 # device's health and the deadline.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._progress.wait(), min(remaining, _HEALTH_POLL_S)
-                    )
+                    await asyncio.wait_for(self._progress.wait(), min(remaining, _HEALTH_POLL_S))
         finally:
             self._waiters -= 1
 
@@ -440,10 +438,15 @@ class WavFileSink:
         self._ticker = asyncio.create_task(self._tick(), name=f"wav-sink {self._path.name}")
 
     async def play(self, samples: np.ndarray, timeout: float) -> None:
-        await self._require_queue().put(_as_mono_int16(samples), timeout, self._check)
+        queue = self._require_queue()
+        # Catch the "device" up first: after a stalled loop the ticker has not
+        # yet written the time that passed, and new audio must not fill it.
+        self._advance()
+        await queue.put(_as_mono_int16(samples), timeout, self._check)
 
     def flush(self) -> None:
         if self._queue is not None:
+            self._advance()  # what was due before the flush did play
             self._queue.flush()
 
     async def drain(self, timeout: float) -> None:

@@ -66,7 +66,7 @@ def test_key_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     key.chmod(0o644)
     load_config(None, environ={"DIFY_API_KEY_FILE": str(key)})
     assert "readable by other users" in caplog.text
-    with pytest.raises(ConfigError, match="dify.api_key_file"):
+    with pytest.raises(ConfigError, match=r"dify\.api_key_file"):
         load_config(None, environ={"DIFY_API_KEY_FILE": str(tmp_path / "missing")})
 
 

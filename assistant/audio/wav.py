@@ -3,10 +3,11 @@
 Only what a voice appliance meets is handled: integer PCM of 8/16/24/32 bits,
 IEEE float of 32/64 bits, plain or WAVE_FORMAT_EXTENSIBLE, with any chunks
 (LIST, fact, ...) before `data`. Streaming writers (espeak-ng, many TTS
-servers) put 0, 0x7FFFFFFF or 0xFFFFFFFF in the size fields because they do
-not know the length yet; those sizes are reported as unknown. RF64 files are
-accepted the same way (their 32-bit sizes are 0xFFFFFFFF and the real ones sit
-in a `ds64` chunk we do not need: the body simply runs to its end).
+servers) put placeholders in the size fields because they do not know the
+length yet (0, 0x7FFFFFFF, 0xFFFFFFFF; espeak-ng writes 0x7FFFF000); those
+sizes are reported as unknown. RF64 files are accepted the same way (their
+32-bit sizes are 0xFFFFFFFF and the real ones sit in a `ds64` chunk we do not
+need: the body simply runs to its end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ so a hostile or broken body cannot make a decoder buffer without bound."""
 _FORMAT_PCM = 0x0001
 _FORMAT_FLOAT = 0x0003
 _FORMAT_EXTENSIBLE = 0xFFFE
-_UNKNOWN_SIZES = frozenset({0, 0x7FFF_FFFF, 0xFFFF_FFFF})
+_STREAMING_SIZE = 0x7FFF_0000
+"""Data sizes from here up are placeholders: 0x7FFFFFFF, 0xFFFFFFFF, and espeak-ng's
+0x7FFFF000. No speech body comes near 2 GB."""
 _INT_BITS = frozenset({8, 16, 24, 32})
 _FLOAT_BITS = frozenset({32, 64})
 
@@ -99,9 +102,7 @@ def parse_wav_header(data: bytes) -> WavHeader | None:
             if fmt is None:
                 raise AudioFormatError("WAV `data` chunk before `fmt ` chunk")
             rate, channels, bits, is_float = fmt
-            return WavHeader(
-                rate, channels, bits, is_float, body, None if size in _UNKNOWN_SIZES else size
-            )
+            return WavHeader(rate, channels, bits, is_float, body, None if _unknown(size) else size)
         # Chunks are word aligned: an odd size is followed by one pad byte.
         end = body + size + (size & 1)
         if chunk_id == b"fmt ":
@@ -111,6 +112,10 @@ def parse_wav_header(data: bytes) -> WavHeader | None:
         elif end > MAX_HEADER_BYTES:
             raise AudioFormatError(f"WAV chunk {chunk_id!r} of {size} bytes before `data`")
         pos = end
+
+
+def _unknown(size: int) -> bool:
+    return size == 0 or size >= _STREAMING_SIZE
 
 
 def _need_more(data: bytes) -> None:

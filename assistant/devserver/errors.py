@@ -1,8 +1,10 @@
-"""Dify's error envelope: `{"code": ..., "message": ..., "status": N}` for every non-stream error."""
+"""Dify's error envelope `{"code", "message", "status"}`, for every non-stream error."""
 
 from __future__ import annotations
 
 from aiohttp import web
+
+from assistant.devserver.rendering import json_response
 
 # werkzeug's wording, which is what Dify's Flask app sends for these.
 NOT_FOUND_MESSAGE = (
@@ -32,7 +34,7 @@ class DifyError(Exception):
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"code": code, "message": message, "status": status}, status=status)
+    return json_response({"code": code, "message": message, "status": status}, status=status)
 
 
 def invalid_param(message: str) -> DifyError:

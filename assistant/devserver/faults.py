@@ -2,7 +2,8 @@
 
 A test arms a fault (in-process through `state.faults` or with
 `POST /_dev/faults`) to see how the client copes with a 500, a 429 or a body
-that is not JSON, without a real service misbehaving on cue.
+that is not JSON, without a real service misbehaving on cue. A fault answers
+after the auth check, in place of the endpoint, and is logged with fault=True.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ class Fault:
     def response(self) -> web.Response:
         body = self.body
         if body is None:
-            body = {"code": "internal_server_error", "message": INTERNAL_ERROR_MESSAGE, "status": self.status}
+            body = {
+                "code": "internal_server_error",
+                "message": INTERNAL_ERROR_MESSAGE,
+                "status": self.status,
+            }
         if isinstance(body, str):
             return web.Response(
                 status=self.status,

@@ -75,7 +75,7 @@ async def dify_middleware(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         record.status = response.status if response is not None else 500
         record.duration_s = time.monotonic() - started
-        state.log.append(record)
+        state.record(record)
 
 
 async def _answer(
@@ -95,8 +95,8 @@ async def _answer(
         return exc.response()
     except web.HTTPException as exc:
         return _http_error(exc)
-    except (ConnectionResetError, TimeoutError):
-        raise
+    except ConnectionResetError:
+        raise  # the client is gone: there is no one to send an error to
     except Exception:
         _log.exception("dev server: %s %s failed", request.method, request.path)
         return error_response(500, "internal_server_error", INTERNAL_ERROR_MESSAGE)

@@ -13,8 +13,12 @@ from typing import Final
 
 from assistant.devserver.options import DevServerOptions
 
-PING: Final = object()
-"""Yielded instead of a token when a keep-alive is due."""
+
+class Ping:
+    """Yielded instead of a token when a keep-alive is due."""
+
+
+PING: Final = Ping()
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
@@ -25,7 +29,7 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 async def paced(
     tokens: Sequence[str], options: Callable[[], DevServerOptions], stop: asyncio.Event
-) -> AsyncIterator[str | object]:
+) -> AsyncIterator[str | Ping]:
     """Yield the tokens on schedule, and PING whenever a keep-alive falls due first.
 
     Like Dify, pings come every `ping_interval_s` since the start of the stream

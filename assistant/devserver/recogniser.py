@@ -16,6 +16,7 @@ truncated recording is visibly a different, shorter transcript.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -138,10 +139,7 @@ def _band_energies(audio: np.ndarray, first: int, last: int) -> np.ndarray:
     padded = np.pad(audio, (pad, _WINDOW))
     window = np.hanning(_WINDOW)
     freqs = np.fft.rfftfreq(_WINDOW, 1 / FP_RATE)
-    masks = [
-        (freqs >= lo) & (freqs < hi)
-        for lo, hi in zip(_BAND_EDGES_HZ[:-1], _BAND_EDGES_HZ[1:], strict=True)
-    ]
+    masks = [(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(_BAND_EDGES_HZ)]
     blocks = []
     # In blocks, so that a 30 MB upload does not need gigabytes of windows at once.
     for block_first in range(first, last, _FFT_BLOCK_FRAMES):
@@ -244,14 +242,16 @@ class PhraseBook:
     async def fingerprints(self) -> dict[str, Fingerprint]:
         """Every phrase's fingerprint, synthesising the missing ones off the loop."""
         async with self._lock:
+            missing = [text for text in self._texts if text not in self._fingerprints]
+            speeches = await asyncio.gather(
+                *(speech_for_async(text, self.voice) for text in missing)
+            )
             loop = asyncio.get_running_loop()
-            for text in self._texts:
-                if text not in self._fingerprints:
-                    speech = await speech_for_async(text, self.voice)
-                    samples = speech.samples.astype(np.float32) / 32768.0
-                    self._fingerprints[text] = await loop.run_in_executor(
-                        None, partial(fingerprint, trim=False), samples, speech.sample_rate
-                    )
+            for text, speech in zip(missing, speeches, strict=True):
+                samples = speech.samples.astype(np.float32) / 32768.0
+                self._fingerprints[text] = await loop.run_in_executor(
+                    None, partial(fingerprint, trim=False), samples, speech.sample_rate
+                )
             return {text: self._fingerprints[text] for text in self._texts}
 
     async def recognise(self, samples: np.ndarray, sample_rate: int) -> Recognition:

@@ -11,10 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from assistant.devserver import replies
-from assistant.devserver.bodies import json_body, required_user
 from assistant.devserver.errors import invalid_param
+from assistant.devserver.jsonio import json_body, required_user
 from assistant.devserver.middleware import record_of
-from assistant.devserver.pacing import PING, paced
+from assistant.devserver.pacing import paced
+from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY, DevServerState, RunningTask, StoredMessage
 
 _RESPONSE_MODES = ("blocking", "streaming")
@@ -114,9 +115,9 @@ async def _blocking(
 ) -> web.Response:
     tokens = replies.tokens(replies.reply_for(completion.query))
     async for item in paced(tokens, lambda: state.options, task.stop):
-        if item is not PING:
-            completion.sent.append(str(item))
-    return web.json_response(
+        if isinstance(item, str):
+            completion.sent.append(item)
+    return json_response(
         {
             "event": "message",
             "task_id": completion.task_id,
@@ -133,18 +134,17 @@ async def _blocking(
 async def _stream(
     request: web.Request, state: DevServerState, completion: _Completion, task: RunningTask
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+    response = web.StreamResponse()
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
     await response.prepare(request)
     tokens = replies.tokens(replies.reply_for(completion.query))
     try:
-        async for item in paced(tokens, lambda: state.options, task.stop):
-            if item is PING:
+        async for token in paced(tokens, lambda: state.options, task.stop):
+            if not isinstance(token, str):
                 # Dify's keep-alive is an event line with no data line at all.
                 await response.write(b"event: ping\n\n")
                 continue
-            token = str(item)
             completion.sent.append(token)
             message = completion.base("message")
             message.update(id=completion.message_id, answer=token, from_variable_selector=None)
@@ -171,4 +171,4 @@ async def stop_completion(request: web.Request) -> web.Response:
         stopped = True
     # Another user's (or an unknown) task is silently left alone, as Dify does.
     record_of(request).details.update(task_id=task_id, user=user, stopped=stopped)
-    return web.json_response({"result": "success"})
+    return json_response({"result": "success"})

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
 from assistant.devserver.errors import DifyError, bad_request
 from assistant.devserver.middleware import record_of
+from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY
 from assistant.devserver.uploads import UndecodableAudio, decode_upload
 
@@ -35,8 +37,9 @@ def _mime_type(content_type: str | None) -> str:
     return _MIME_ALIASES.get(mime, mime)
 
 
-async def _read_file_part(part: BodyPartReader) -> tuple[bytes, str]:
+async def _read_file_part(part: BodyPartReader, details: dict[str, Any]) -> tuple[bytes, str]:
     mime = _mime_type(part.headers.get("Content-Type"))
+    details.update(content_type=part.headers.get("Content-Type"), filename=part.filename)
     if mime not in {f"audio/{ext}" for ext in AUDIO_EXTENSIONS}:
         raise DifyError(415, "unsupported_audio_type", "Audio type not allowed.")
     data = bytearray()
@@ -47,29 +50,41 @@ async def _read_file_part(part: BodyPartReader) -> tuple[bytes, str]:
             # Dify's AudioTooLargeError template is "Audio size exceeded. {message}",
             # but the controller passes the service's text as the whole description,
             # so the body says only this (the current service spec's example agrees).
+            details["upload_bytes"] = len(data)
             raise DifyError(413, "audio_too_large", "Audio size larger than 30 mb")
     return bytes(data), mime
+
+
+async def _read_field(part: BodyPartReader) -> str:
+    # Only the start of an absurdly long form field is kept; the rest is skipped.
+    data = bytearray()
+    while len(data) < _MAX_FIELD_BYTES and (chunk := await part.read_chunk(_READ_CHUNK)):
+        data += chunk
+    await part.release()
+    return bytes(data[:_MAX_FIELD_BYTES]).decode(errors="replace")
 
 
 async def _read_upload(request: web.Request) -> _Upload:
     if not request.content_type.lower().startswith("multipart/form-data"):
         raise bad_request()  # request.files["file"] on a non-form body: a KeyError
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError):
-        raise bad_request() from None
+    details = record_of(request).details
     file: tuple[bytes, str] | None = None
     user: str | None = None
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
-        # werkzeug files are the parts with a filename; the first "file" wins.
-        if part.name == "file" and part.filename is not None and file is None:
-            file = await _read_file_part(part)
-        elif part.name == "user" and part.filename is None and user is None:
-            user = (await part.read(decode=True))[:_MAX_FIELD_BYTES].decode(errors="replace")
-        else:
-            await part.release()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            # werkzeug files are the parts with a filename; the first "file" wins.
+            if part.name == "file" and part.filename is not None and file is None:
+                file = await _read_file_part(part, details)
+            elif part.name == "user" and part.filename is None and user is None:
+                user = await _read_field(part)
+            else:
+                await part.release()
+    except (ValueError, AssertionError):
+        # A malformed multipart body (no boundary, broken framing).
+        raise bad_request() from None
     if file is None:
         # Dify reads request.files["file"]; the KeyError becomes a plain 400.
         raise bad_request()
@@ -82,9 +97,8 @@ async def audio_to_text(request: web.Request) -> web.Response:
     upload = await _read_upload(request)
     loop = asyncio.get_running_loop()
     uploaded_at = loop.time()
-    record.details.update(
-        upload_bytes=len(upload.data), content_type=upload.mime_type, user=upload.user
-    )
+    # content_type stays as the client sent it: that is what a client bug looks like.
+    record.details.update(upload_bytes=len(upload.data), user=upload.user)
     if not upload.data:
         raise DifyError(400, "no_audio_uploaded", "Please upload your audio.")
     try:
@@ -101,4 +115,4 @@ async def audio_to_text(request: web.Request) -> web.Response:
         phrase=recognition.phrase,
         score=round(recognition.score, 3),
     )
-    return web.json_response({"text": recognition.text})
+    return json_response({"text": recognition.text})

@@ -14,6 +14,7 @@ from assistant.devserver.options import LATENCY_FIELDS, DevServerOptions
 from assistant.devserver.recogniser import DEFAULT_PHRASES, PhraseBook
 
 STATE_KEY: web.AppKey[DevServerState] = web.AppKey("devserver_state")
+MAX_LOG_RECORDS = 10_000
 # Annotations are strings here (postponed evaluation): "int" or "float".
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(DevServerOptions)}
 
@@ -73,6 +74,12 @@ class DevServerState:
         self.phrases = PhraseBook(options.voice, (*DEFAULT_PHRASES, *options.phrases))
         self.messages: dict[str, StoredMessage] = {}
         self.tasks: dict[str, RunningTask] = {}
+
+    def record(self, record: RequestRecord) -> None:
+        """Append to the log, forgetting the oldest records of a long-running demo."""
+        self.log.append(record)
+        if len(self.log) > MAX_LOG_RECORDS:
+            del self.log[: len(self.log) - MAX_LOG_RECORDS]
 
     def set_latency(self, **changes: float) -> DevServerOptions:
         """Change latency fields of the live options (the rest stay fixed)."""

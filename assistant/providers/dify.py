@@ -140,7 +140,9 @@ class DifyCompletion:
                         "completion",
                         str(event.get("code") or "stream_error"),
                         str(event.get("message") or ""),
-                        status=event.get("status") if isinstance(event.get("status"), int) else None,
+                        status=event.get("status")
+                        if isinstance(event.get("status"), int)
+                        else None,
                     )
                 elif kind == "message_end":
                     ended = True
@@ -199,7 +201,9 @@ class DifyTextToSpeech:
                 if content_type == "application/json":
                     # Dify answers 200 `null` when it has nothing to say (unknown message_id).
                     detail = (await response.aread())[:200].decode(errors="replace")
-                    raise ServiceError(SERVICE, "tts", "no_audio", f"JSON instead of audio: {detail}")
+                    raise ServiceError(
+                        SERVICE, "tts", "no_audio", f"JSON instead of audio: {detail}"
+                    )
                 async for data in response.aiter_bytes():
                     if data:
                         yield AudioChunk(data, content_type or None)

@@ -18,7 +18,7 @@ Rules, in order of precedence:
   "Yes." is not a TTS call of its own; `flush` releases whatever is left. A
   held line without closing punctuation (a heading, a list item) gets a full
   stop so the joined text still pauses there. Chinese and Japanese pieces are
-  joined without a space.
+  joined to each other without a space.
 * A run longer than `max_chars` (raw characters) with no end is cut at its
   last clause mark (, ; : followed by a space, or a dash), else at its last
   space, else hard at `max_chars`, so speech can start on very long sentences.
@@ -228,7 +228,7 @@ def _is_cjk(ch: str) -> bool:
 
 
 def _join(held: str, sentence: str) -> str:
-    if _is_cjk(held[-1]) or _is_cjk(sentence[0]):
+    if _is_cjk(held[-1]) and _is_cjk(sentence[0]):
         return held + sentence
     return f"{held} {sentence}"
 

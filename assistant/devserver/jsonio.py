@@ -10,8 +10,7 @@ from aiohttp import web
 from assistant.devserver.errors import USER_REQUIRED_MESSAGE, DifyError, bad_request, invalid_param
 
 _NOT_JSON_MESSAGE = (
-    "Did not attempt to load JSON data because the request Content-Type was not "
-    "'application/json'."
+    "Did not attempt to load JSON data because the request Content-Type was not 'application/json'."
 )
 
 

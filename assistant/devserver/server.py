@@ -1,0 +1,75 @@
+"""Running the dev server: in-process for tests, or in the foreground for the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from assistant.devserver.app import build_app
+from assistant.devserver.middleware import API_PREFIX
+from assistant.devserver.options import DevServerOptions
+from assistant.devserver.state import STATE_KEY, DevServerState
+
+
+@dataclass(slots=True)
+class RunningDevServer:
+    """A started dev server. `state` is live: tests read its log and change its behaviour."""
+
+    host: str
+    port: int
+    state: DevServerState
+    _runner: web.AppRunner
+
+    @property
+    def base_url(self) -> str:
+        """The API base a client is configured with, e.g. http://127.0.0.1:8750/v1."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{API_PREFIX}"
+
+    async def stop(self) -> None:
+        """Stop listening and end open requests (streams are cut)."""
+        await self._runner.cleanup()
+
+
+async def start_devserver(
+    host: str = "127.0.0.1", port: int = 0, options: DevServerOptions | None = None
+) -> RunningDevServer:
+    """Start listening on host:port (0 = a free port) and return at once."""
+    app = build_app(options or DevServerOptions())
+    # A short shutdown timeout: a test stopping the server mid-stream must not wait.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = int(runner.addresses[0][1])
+    return RunningDevServer(host, bound_port, app[STATE_KEY], runner)
+
+
+def serve_forever(
+    host: str = "127.0.0.1", port: int = 8750, options: DevServerOptions | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM (blocking); prints the base URL once listening."""
+    asyncio.run(_serve(host, port, options or DevServerOptions()))
+
+
+async def _serve(host: str, port: int, options: DevServerOptions) -> None:
+    server = await start_devserver(host, port, options)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not on every platform (Windows); Ctrl-C then ends asyncio.run instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
+    print(f"Dify-compatible dev server listening on {server.base_url}", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()

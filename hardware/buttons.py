@@ -1,0 +1,118 @@
+"""The talk button: gpiozero edges turned into timestamped events on the asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from gpiozero import Button, GPIOZeroError
+from gpiozero.pins import Factory
+from gpiozero.pins.mock import MockFactory
+
+from assistant.settings import ButtonSettings
+from hardware.interfaces import DeviceError
+
+_LOG = logging.getLogger(__name__)
+
+_QUEUE_SIZE = 64
+"""Far more edges than anyone presses between two reads; beyond it the oldest go."""
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonEvent:
+    kind: Literal["pressed", "released"]
+    t: float
+    """time.monotonic() at the edge, taken in gpiozero's thread before any queueing."""
+
+
+def pin_factory_for(name: str) -> Factory | None:
+    """The gpiozero pin factory a ButtonSettings.pin_factory names; None = gpiozero's choice."""
+    if name == "":
+        return None
+    if name == "mock":
+        return MockFactory()
+    raise DeviceError(f"unknown pin_factory {name!r}: use '' (gpiozero's default) or 'mock'")
+
+
+class TalkButton:
+    """A push button wired from a GPIO pin to ground, using the internal pull-up.
+
+    gpiozero calls back on its own thread; each edge is stamped there and
+    handed to the loop with `call_soon_threadsafe`, so nothing blocks the loop
+    and the event's time is the edge's, not the moment the loop got to it.
+    """
+
+    def __init__(
+        self,
+        settings: ButtonSettings,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        pin_factory: Factory | None = None,
+    ) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[ButtonEvent] = asyncio.Queue(_QUEUE_SIZE)
+        self._own_factory: Factory | None = None
+        if pin_factory is None:
+            pin_factory = self._own_factory = pin_factory_for(settings.pin_factory)
+        bounce = settings.bounce_ms / 1000 if settings.bounce_ms > 0 else None
+        try:
+            self._button = Button(
+                settings.pin, pull_up=True, bounce_time=bounce, pin_factory=pin_factory
+            )
+        except (GPIOZeroError, OSError) as exc:
+            self._close_factory()
+            raise DeviceError(f"cannot open the talk button on GPIO{settings.pin}: {exc}") from exc
+        self._button.when_pressed = self._on_pressed
+        self._button.when_released = self._on_released
+        self._closed = False
+        _LOG.info("talk button on GPIO%d (bounce %d ms)", settings.pin, settings.bounce_ms)
+
+    @property
+    def is_pressed(self) -> bool:
+        return not self._closed and bool(self._button.is_pressed)
+
+    async def next_event(self, timeout: float) -> ButtonEvent:
+        """The next press or release; raises TimeoutError if none comes in time."""
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def close(self) -> None:
+        """Release the pin; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._button.when_pressed = None
+        self._button.when_released = None
+        try:
+            self._button.close()
+        finally:
+            self._close_factory()
+
+    def _close_factory(self) -> None:
+        factory, self._own_factory = self._own_factory, None
+        if factory is not None:
+            factory.close()
+
+    def _on_pressed(self) -> None:
+        self._edge("pressed")
+
+    def _on_released(self) -> None:
+        self._edge("released")
+
+    def _edge(self, kind: Literal["pressed", "released"]) -> None:
+        """gpiozero's thread (or the caller's, for mock pins)."""
+        event = ButtonEvent(kind, time.monotonic())
+        try:
+            self._loop.call_soon_threadsafe(self._put, event)
+        except RuntimeError:
+            _LOG.warning("talk button %s after the event loop closed; dropped", kind)
+
+    def _put(self, event: ButtonEvent) -> None:
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            _LOG.warning(
+                "talk button events not read; dropped the %s at %.3f", dropped.kind, dropped.t
+            )
+        self._queue.put_nowait(event)

@@ -1,0 +1,338 @@
+"""A private PulseAudio server with two null sinks: the sound card the tests run against.
+
+What is played into the `va_mic` sink is what PyAudio's default input
+captures (PULSE_SOURCE=va_mic.monitor); PyAudio's default output plays into
+`va_speaker` (PULSE_SINK), whose monitor the tests record. The server runs in
+a temporary directory of its own and never touches the user's session.
+
+A missing `pulseaudio` is an error, not a reason to skip: CI installs it, and
+a silently skipped audio suite would hide every device regression.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+MIC_SINK = "va_mic"
+SPEAKER_SINK = "va_speaker"
+SINK_RATE = 48_000
+"""Both null sinks run at 48 kHz mono, like a typical USB codec."""
+
+_TOOLS = ("pulseaudio", "pactl", "pacat", "paplay")
+_KEEPALIVE_LATENCY_MS = 10
+
+
+class PulseError(RuntimeError):
+    """The PulseAudio harness could not be started or driven."""
+
+
+def _require_tools() -> dict[str, str]:
+    found = {tool: shutil.which(tool) for tool in _TOOLS}
+    missing = [tool for tool, path in found.items() if path is None]
+    if missing:
+        raise PulseError(
+            f"missing {', '.join(missing)}: the audio tests need a PulseAudio server "
+            "(apt-get install pulseaudio pulseaudio-utils libasound2-plugins)"
+        )
+    return {tool: path for tool, path in found.items() if path is not None}
+
+
+class PulseServer:
+    """A `pulseaudio` subprocess with the va_mic and va_speaker null sinks."""
+
+    def __init__(self) -> None:
+        self._tools = _require_tools()
+        self._dir = Path(tempfile.mkdtemp(prefix="va-pulse-"))
+        self._socket = self._dir / "native"
+        self._log_path = self._dir / "pulseaudio.log"
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self._modules: dict[str, int] = {}
+        self._keepalives: dict[str, subprocess.Popen[bytes]] = {}
+        client_conf = self._dir / "client.conf"
+        # Without this a client whose server vanished would spawn the user's own.
+        client_conf.write_text("autospawn = no\n")
+        self.env: dict[str, str] = {
+            "PULSE_SERVER": f"unix:{self._socket}",
+            "PULSE_SOURCE": f"{MIC_SINK}.monitor",
+            "PULSE_SINK": SPEAKER_SINK,
+            "PULSE_CLIENTCONFIG": str(client_conf),
+        }
+        """What a client process needs: set these before PyAudio opens a device."""
+
+    @property
+    def directory(self) -> Path:
+        return self._dir
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the daemon, wait until it answers, and load both sinks."""
+        runtime = self._dir / "runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        daemon_env = {
+            key: value for key, value in os.environ.items() if not key.startswith("PULSE_")
+        }
+        daemon_env.update(
+            HOME=str(self._dir),
+            XDG_RUNTIME_DIR=str(runtime),
+            XDG_CONFIG_HOME=str(self._dir / "config"),
+            XDG_STATE_HOME=str(self._dir / "state"),
+            PULSE_RUNTIME_PATH=str(runtime / "pulse"),
+            PULSE_STATE_PATH=str(self._dir / "state"),
+        )
+        command = [
+            self._tools["pulseaudio"],
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "--use-pid-file=no",
+            "--system=no",
+            "--realtime=no",
+            "--high-priority=no",
+            "--log-target=stderr",
+            "-n",
+            f"--load=module-native-protocol-unix socket={self._socket} auth-anonymous=1",
+        ]
+        with self._log_path.open("wb") as log:
+            self._daemon = subprocess.Popen(
+                command, env=daemon_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._daemon.poll() is not None:
+                raise PulseError(f"pulseaudio exited with {self._daemon.returncode}: {self._log()}")
+            probe = subprocess.run(
+                [self._tools["pactl"], "info"], env=self.client_env(), capture_output=True
+            )
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                self.stop()
+                raise PulseError(f"pulseaudio did not answer within {timeout} s: {self._log()}")
+            time.sleep(0.05)
+        self.load_sink(MIC_SINK)
+        self.load_sink(SPEAKER_SINK)
+
+    def stop(self) -> None:
+        """Stop every helper process and the daemon, and delete the directory."""
+        for name in list(self._keepalives):
+            self._stop_keepalive(name)
+        daemon, self._daemon = self._daemon, None
+        if daemon is not None and daemon.poll() is None:
+            daemon.terminate()
+            try:
+                daemon.wait(5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        self._modules.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def client_env(self) -> dict[str, str]:
+        """The current environment with this server's variables on top."""
+        return {**os.environ, **self.env}
+
+    def pactl(self, *args: str) -> str:
+        done = subprocess.run(
+            [self._tools["pactl"], *args], env=self.client_env(), capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise PulseError(f"pactl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def load_sink(self, name: str) -> None:
+        """Create (or re-create, after unload_sink) a 48 kHz mono null sink."""
+        if name in self._modules:
+            raise PulseError(f"sink {name} is already loaded")
+        index = self.pactl(
+            "load-module",
+            "module-null-sink",
+            f"sink_name={name}",
+            f"rate={SINK_RATE}",
+            "channels=1",
+            "format=s16le",
+            f"sink_properties=device.description={name}",
+        )
+        self._modules[name] = int(index.strip())
+        self._start_keepalive(name)
+        self._wait_for_reader(f"{name}.monitor")
+        # A null sink with no low-latency client renders in 2 s blocks, and a
+        # new client waits for the block in progress to end. The keepalive
+        # lowers the block size from then on; suspending and resuming ends
+        # the 2 s block the sink started when it was created.
+        self.pactl("suspend-sink", name, "1")
+        self.pactl("suspend-sink", name, "0")
+
+    def unload_sink(self, name: str) -> None:
+        """Remove a sink and its monitor, as if the device were unplugged."""
+        self._stop_keepalive(name)
+        self.pactl("unload-module", str(self._modules.pop(name)))
+
+    def play_into_mic(
+        self, audio: Path | tuple[np.ndarray, int], latency_ms: int = 20
+    ) -> subprocess.Popen[bytes]:
+        """Start playing a WAV file, or (int16 samples, rate), into the microphone.
+
+        Returns the running `paplay`; wait on it (in a thread from async code).
+        """
+        if isinstance(audio, tuple):
+            samples, rate = audio
+            path = self._dir / f"mic-{time.monotonic_ns()}.wav"
+            write_wav(path, samples, rate)
+        else:
+            path = audio
+        return subprocess.Popen(
+            [
+                self._tools["paplay"],
+                f"--device={MIC_SINK}",
+                f"--latency-msec={latency_ms}",
+                str(path),
+            ],
+            env=self.client_env(),
+        )
+
+    def start_recording_speaker(
+        self, path: Path | None = None, rate: int = SINK_RATE
+    ) -> SpeakerRecording:
+        """Record what reaches the speaker sink, as 16-bit mono at `rate`."""
+        return SpeakerRecording(self, f"{SPEAKER_SINK}.monitor", path, rate)
+
+    def record_command(self, device: str, rate: int, latency_ms: int) -> list[str]:
+        return [
+            self._tools["pacat"],
+            "--record",
+            "--raw",
+            f"--device={device}",
+            "--format=s16le",
+            f"--rate={rate}",
+            "--channels=1",
+            f"--latency-msec={latency_ms}",
+        ]
+
+    def _start_keepalive(self, name: str) -> None:
+        # A permanent 10 ms reader keeps the sink rendering in small steps,
+        # the way a sound card's clock would: without one, a microphone
+        # opening on the monitor could see nothing for up to 2 s.
+        self._keepalives[name] = subprocess.Popen(
+            self.record_command(f"{name}.monitor", SINK_RATE, _KEEPALIVE_LATENCY_MS),
+            env=self.client_env(),
+            stdout=subprocess.DEVNULL,
+        )
+
+    def _wait_for_reader(self, source: str, timeout: float = 5.0) -> None:
+        """Block until some client records from `source`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            indices = {
+                fields[1]: fields[0]
+                for line in self.pactl("list", "short", "sources").splitlines()
+                if len(fields := line.split("\t")) > 1
+            }
+            readers = {
+                line.split("\t")[1]
+                for line in self.pactl("list", "short", "source-outputs").splitlines()
+                if "\t" in line
+            }
+            if indices.get(source) in readers:
+                return
+            if time.monotonic() > deadline:
+                raise PulseError(f"no reader connected to {source} within {timeout} s")
+            time.sleep(0.02)
+
+    def _stop_keepalive(self, name: str) -> None:
+        process = self._keepalives.pop(name, None)
+        if process is not None:
+            process.terminate()
+            process.wait(5)
+
+    def _log(self) -> str:
+        try:
+            text = self._log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-20:])
+
+
+class SpeakerRecording:
+    """What the speaker sink plays, captured live, with when each sample was heard.
+
+    `pacat --record` (what `parecord` is) streams raw samples to a reader
+    thread that notes when each chunk arrived. A sample cannot arrive before it
+    was played, so the earliest arrival, less the samples before it, bounds
+    when sample 0 was played: `time_of` never claims a sample sounded earlier
+    than it did, and overstates by at most the fastest delivery (~10 ms).
+    """
+
+    def __init__(
+        self, server: PulseServer, device: str, path: Path | None, rate: int, latency_ms: int = 10
+    ) -> None:
+        self.rate = rate
+        self._path = path
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._origin = float("inf")
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen(
+            server.record_command(device, rate, latency_ms),
+            env=server.client_env(),
+            stdout=subprocess.PIPE,
+        )
+        self._reader = threading.Thread(target=self._read, name="speaker-recording", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        while chunk := os.read(fd, 1 << 16):
+            arrived = time.monotonic()
+            with self._lock:
+                self._chunks.append(chunk)
+                self._received += len(chunk)
+                self._origin = min(self._origin, arrived - (self._received // 2) / self.rate)
+
+    @property
+    def frames(self) -> int:
+        with self._lock:
+            return self._received // 2
+
+    def time_of(self, index: int) -> float:
+        """time.monotonic() (an upper bound) at which sample `index` was played."""
+        with self._lock:
+            return self._origin + index / self.rate
+
+    def index_at(self, t: float) -> int:
+        """The sample played at monotonic time `t` (inverse of `time_of`)."""
+        with self._lock:
+            return round((t - self._origin) * self.rate)
+
+    def samples(self) -> np.ndarray:
+        with self._lock:
+            data = b"".join(self._chunks)
+        return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.int16)
+
+    def stop(self) -> np.ndarray:
+        """End the recording, write the WAV if a path was given, return the samples."""
+        if self._process.poll() is None:
+            self._process.terminate()
+        self._process.wait(5)
+        self._reader.join(5)
+        samples = self.samples()
+        if self._path is not None:
+            write_wav(self._path, samples, self.rate)
+        return samples
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """A mono 16-bit WAV file."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.asarray(samples, dtype="<i2").tobytes())

@@ -1,0 +1,218 @@
+"""Microphone and Speaker through real PyAudio, against PulseAudio null sinks.
+
+Speech from espeak-ng is played into va_mic and must come out of Microphone;
+what Speaker plays must be what a recorder of va_speaker hears, when expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+from pulse import MIC_SINK, SPEAKER_SINK, PulseServer, SpeakerRecording
+
+from assistant.audio.espeak import synthesize
+from assistant.settings import AudioSettings
+from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
+from hardware.pyaudio_devices import Microphone, Speaker
+
+pytestmark = pytest.mark.pulse
+
+BLOCK = CAPTURE_RATE * 20 // 1000
+LOUD = 3000
+FLUSH_BOUND_S = 0.150
+"""Flush to silence at the sink: a period, PulseAudio's ~40 ms buffer, and margin."""
+
+
+@functools.cache
+def speech() -> tuple[np.ndarray, int]:
+    spoken = synthesize("Testing the microphone, one two three.")
+    return spoken.samples, spoken.sample_rate
+
+
+def tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.3 * 32767 * np.sin(2 * np.pi * 440.0 * t)).astype(np.int16)
+
+
+def best_alignment(reference: np.ndarray, recording: np.ndarray) -> tuple[int, float]:
+    """Where `reference` sits in `recording`, and the correlation coefficient there."""
+    assert len(recording) > len(reference), "recording shorter than the reference"
+    size = 1 << (len(recording) + len(reference)).bit_length()
+    spectrum = np.fft.rfft(recording.astype(np.float64), size) * np.conj(
+        np.fft.rfft(reference.astype(np.float64), size)
+    )
+    cross = np.fft.irfft(spectrum, size)[: len(recording) - len(reference) + 1]
+    lag = int(np.argmax(cross))
+    segment = recording[lag : lag + len(reference)].astype(np.float64)
+    return lag, float(np.corrcoef(segment, reference.astype(np.float64))[0, 1])
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+
+
+async def recording_started(recording: SpeakerRecording) -> None:
+    deadline = time.monotonic() + 3.0
+    while recording.frames == 0:
+        assert time.monotonic() < deadline, "the speaker recorder delivered nothing"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("input_rate", "device_rate"), [(0, 16_000), (48_000, 48_000), (44_100, 44_100)]
+)
+async def test_microphone_captures_speech(
+    pulse: PulseServer, input_rate: int, device_rate: int
+) -> None:
+    samples, rate = speech()
+    reference = soxr.resample(samples, rate, CAPTURE_RATE)
+    mic = Microphone(AudioSettings(input_rate=input_rate))
+    await mic.start()
+    try:
+        assert mic.device_rate == device_rate
+        # 300 ms of the silent microphone first, then the speech.
+        blocks: list[AudioBlock] = [await mic.read(timeout=1.0) for _ in range(15)]
+        started = time.monotonic()
+        player = pulse.play_into_mic((samples, rate))
+        while time.monotonic() < started + len(samples) / rate + 0.6:
+            blocks.append(await mic.read(timeout=1.0))
+        assert await asyncio.to_thread(player.wait, 5) == 0
+    finally:
+        await mic.close()
+        await mic.close()
+
+    assert all(len(b.samples) == BLOCK and b.samples.dtype == np.int16 for b in blocks)
+    assert mic.dropped_blocks == 0 and mic.overflows == 0
+    starts = np.array([b.t_start for b in blocks])
+    steps = np.diff(starts)
+    assert np.median(steps) == pytest.approx(0.020, abs=0.001)
+    assert steps.min() > 0.005 and steps.max() < 0.035, steps
+
+    captured = np.concatenate([b.samples for b in blocks])
+    lag, correlation = best_alignment(reference, captured)
+    assert correlation > 0.5
+    heard = captured[lag : lag + len(reference)]
+    assert 0.5 < rms(heard) / rms(reference) < 2.0
+    assert lag > 10 * BLOCK
+    assert rms(captured[: lag - BLOCK]) < 0.05 * rms(heard)  # silence before it
+    # The block timestamps put the speech where it was played: as paplay starts.
+    # (A null sink renders up to its 10 ms block ahead, hence the small slack.)
+    onset = starts[lag // BLOCK] + (lag % BLOCK) / CAPTURE_RATE
+    assert started - 0.015 < onset < started + 0.2
+
+
+async def test_microphone_device_selection(pulse: PulseServer) -> None:
+    mic = Microphone(AudioSettings(input_device="PULS"))
+    await mic.start()
+    try:
+        assert mic.device_name == "pulse"
+        assert len((await mic.read(timeout=1.0)).samples) == BLOCK
+    finally:
+        await mic.close()
+    with pytest.raises(DeviceError, match="'pulse'"):  # the message lists what exists
+        await Microphone(AudioSettings(input_device="no such card")).start()
+    with pytest.raises(DeviceError, match="index 99"):
+        await Speaker(AudioSettings(output_device="99")).start()
+
+
+async def test_speaker_plays_what_it_is_given(pulse: PulseServer, tmp_path: Path) -> None:
+    samples, rate = speech()
+    speaker = Speaker(AudioSettings())
+    await speaker.start()
+    try:
+        assert speaker.sample_rate == 48_000
+        clip = soxr.resample(samples, rate, speaker.sample_rate)
+        recording = pulse.start_recording_speaker(tmp_path / "speaker.wav")
+        await recording_started(recording)
+        played_at = time.monotonic()
+        await speaker.play(clip, timeout=1.0)
+        assert speaker.is_playing
+        await speaker.drain(timeout=len(clip) / speaker.sample_rate + 2.0)
+        drained_at = time.monotonic()
+        assert not speaker.is_playing
+        await asyncio.sleep(0.2)
+        recorded = recording.stop()
+    finally:
+        await speaker.close()
+        await speaker.close()
+
+    assert (tmp_path / "speaker.wav").stat().st_size > 44
+    lag, correlation = best_alignment(clip, recorded)
+    assert correlation > 0.9
+    # time_of() may overstate by the recorder's delivery (~10 ms), never understate.
+    start_latency = recording.time_of(lag) - played_at
+    assert 0.0 < start_latency < FLUSH_BOUND_S
+    # drain() returns once the last sample has sounded, not before and not much after.
+    end_heard = recording.time_of(lag + len(clip))
+    assert -0.06 < end_heard - drained_at < 0.03
+    assert speaker.underruns == 0
+
+
+async def test_speaker_backpressure_and_flush(pulse: PulseServer) -> None:
+    speaker = Speaker(AudioSettings(playback_buffer_s=0.5))
+    await speaker.start()
+    try:
+        rate = speaker.sample_rate
+        recording = pulse.start_recording_speaker()
+        await recording_started(recording)
+        began = time.monotonic()
+        await speaker.play(tone(1.2, rate), timeout=1.0)
+        waited = time.monotonic() - began
+        await asyncio.sleep(0.2)
+        flushed_at = time.monotonic()
+        speaker.flush()
+        await speaker.drain(timeout=0.5)
+        await asyncio.sleep(0.3)
+        recorded = recording.stop()
+    finally:
+        await speaker.close()
+
+    # 1.2 s fits a 0.5 s ring only once 0.7 s of it has been played.
+    assert 0.65 < waited < 0.85
+    loud = np.flatnonzero(np.abs(recorded) > LOUD)
+    flush_to_silence = recording.time_of(int(loud[-1])) - flushed_at
+    print(f"flush to silence at the sink: {flush_to_silence * 1000:.1f} ms")
+    assert 0.0 < flush_to_silence < FLUSH_BOUND_S
+    heard = (loud[-1] - loud[0]) / rate
+    assert heard == pytest.approx(flushed_at - began, abs=0.1)
+    assert speaker.underruns == 0  # a flush is not an underrun
+
+
+async def test_vanished_devices_raise_device_error_and_reopen(pulse: PulseServer) -> None:
+    mic, speaker = Microphone(AudioSettings()), Speaker(AudioSettings())
+    await mic.start()
+    await speaker.start()
+    try:
+        await mic.read(timeout=1.0)
+        pulse.unload_sink(MIC_SINK)
+        pulse.unload_sink(SPEAKER_SINK)
+        try:
+            unplugged = time.monotonic()
+            with pytest.raises(DeviceError):
+                while True:
+                    await mic.read(timeout=2.0)
+            # Reported by the health check, well before the read timeout.
+            assert time.monotonic() - unplugged < 1.0
+            with pytest.raises(DeviceError):
+                while time.monotonic() - unplugged < 2.0:
+                    await speaker.play(np.zeros(960, np.int16), timeout=2.0)
+                    await asyncio.sleep(0.02)
+        finally:
+            pulse.load_sink(MIC_SINK)
+            pulse.load_sink(SPEAKER_SINK)
+    finally:
+        await mic.close()
+        await speaker.close()
+
+    mic = Microphone(AudioSettings())
+    await mic.start()
+    try:
+        assert len((await mic.read(timeout=1.0)).samples) == BLOCK
+    finally:
+        await mic.close()
