@@ -108,8 +108,14 @@ async def _warm_up(client: DifyClient, bus: EventBus) -> None:
         log.warning("this Dify app has text-to-speech disabled; /text-to-audio will fail")
 
 
-async def run_assistant(settings: Settings, options: RunOptions) -> None:
-    bus = EventBus()
+async def run_assistant(
+    settings: Settings, options: RunOptions, bus: EventBus | None = None
+) -> None:
+    """Run until a file microphone is exhausted, or until cancelled on real devices.
+
+    `bus`: subscribe to it beforehand to watch the run (tests, a kiosk page).
+    """
+    bus = bus or EventBus()
     bus.add_listener(_log_event)
     writer = JsonlWriter(options.events_jsonl) if options.events_jsonl else None
     if writer is not None:
@@ -135,7 +141,6 @@ async def run_assistant(settings: Settings, options: RunOptions) -> None:
                     bus,
                     button,
                 )
-                bus.publish("ready", trigger=live.assistant.trigger.value)
                 await loop.run()
             finally:
                 if button is not None:

@@ -9,10 +9,10 @@ Only this object changes the state; every change is published on the bus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from assistant.aio import cancel_and_wait
 from assistant.audio.earcons import error_earcon
 from assistant.audio.endpointer import (
     Endpointer,
@@ -78,6 +78,7 @@ class VoiceLoop:
     async def run(self) -> None:
         """Listen and answer until a finite microphone runs out (forever on a device)."""
         await self._open_devices()
+        self._bus.publish("ready", trigger=self._settings.assistant.trigger.value)
         try:
             while not self._input_ended:
                 utterance = await self._listen()
@@ -200,9 +201,7 @@ class VoiceLoop:
         except Exception as exc:  # the loop must outlive any failure of one turn
             await self._report_failure(exc)
         finally:
-            discarding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await discarding
+            await cancel_and_wait(discarding)
 
     async def _discard_input(self) -> None:
         try:

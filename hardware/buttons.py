@@ -76,7 +76,22 @@ class TalkButton:
 
     async def next_event(self, timeout: float) -> ButtonEvent:
         """The next press or release; raises TimeoutError if none comes in time."""
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
+
+    def pending_events(self) -> list[ButtonEvent]:
+        """Every press and release not yet read, oldest first, without waiting."""
+        events = []
+        while not self._queue.empty():
+            events.append(self._queue.get_nowait())
+        return events
+
+    def pending_events(self) -> list[ButtonEvent]:
+        """Every edge queued so far, oldest first, without waiting (for per-block polling)."""
+        events: list[ButtonEvent] = []
+        while not self._queue.empty():
+            events.append(self._queue.get_nowait())
+        return events
 
     def close(self) -> None:
         """Release the pin; safe to call twice."""

@@ -24,7 +24,7 @@ import soxr
 
 from assistant.settings import AudioSettings
 from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
-from hardware.wav_devices import PlaybackQueue
+from hardware.wav_devices import PlaybackQueue, as_mono_int16
 
 _LOG = logging.getLogger(__name__)
 
@@ -104,7 +104,10 @@ def _open_stream(
     terminates it again if opening fails.
     """
     with _PA_LOCK:
-        pa = pa_given if pa_given is not None else pyaudio.PyAudio()
+        try:
+            pa = pa_given if pa_given is not None else pyaudio.PyAudio()
+        except OSError as exc:
+            raise DeviceError(f"PortAudio failed to initialise: {exc}") from exc
         try:
             return _try_formats(pa, spec, direction, rates, period_ms, callback)
         except BaseException:
@@ -308,10 +311,12 @@ class Microphone:
         self._pa_given = pa
         self._opened: _Opened | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[_Captured] = asyncio.Queue(
+        # (sequence number, block): a hole in the numbering marks lost audio.
+        self._queue: asyncio.Queue[tuple[int, _Captured]] = asyncio.Queue(
             max(2, round(queue_s * 1000 / max(1, settings.period_ms)))
         )
-        self._gap = False
+        self._delivered = 0
+        self._last_read: int | None = None
         self._callback_rate = 1
         self._converter: _ToCaptureRate | None = None
         self._ready: deque[AudioBlock] = deque()
@@ -364,7 +369,8 @@ class Microphone:
             opened.rate, opened.channels, CAPTURE_RATE * self._settings.period_ms // 1000
         )
         self._ready.clear()
-        self._gap = False
+        self._delivered = 0
+        self._last_read = None
         while not self._queue.empty():
             self._queue.get_nowait()
         self._opened = opened
@@ -387,10 +393,10 @@ class Microphone:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not self._ready:
-            captured = await self._next_captured(deadline, timeout)
-            if self._gap:
-                self._gap = False
-                self._converter.reset()
+            seq, captured = await self._next_captured(deadline, timeout)
+            if self._last_read is not None and seq != self._last_read + 1:
+                self._converter.reset()  # do not resample or date across lost audio
+            self._last_read = seq
             self._ready.extend(self._converter.push(captured.data, captured.t_start))
         return self._ready.popleft()
 
@@ -399,7 +405,7 @@ class Microphone:
         if opened is not None:
             await asyncio.to_thread(self._release, opened)
 
-    async def _next_captured(self, deadline: float, timeout: float) -> _Captured:
+    async def _next_captured(self, deadline: float, timeout: float) -> tuple[int, _Captured]:
         """The next device block; the stream's health is re-checked while waiting,
         so a vanished device is reported at once, not after the whole timeout."""
         loop = asyncio.get_running_loop()
@@ -412,8 +418,11 @@ class Microphone:
                 raise TimeoutError(
                     f"microphone {self.device_name!r} delivered nothing for {timeout:.2f} s"
                 )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands as the queue delivers, and the loop never stops.
             try:
-                return await asyncio.wait_for(self._queue.get(), min(remaining, _HEALTH_POLL_S))
+                async with asyncio.timeout(min(remaining, _HEALTH_POLL_S)):
+                    return await self._queue.get()
             except TimeoutError:
                 continue  # nothing yet: re-check the stream and the deadline
 
@@ -455,13 +464,14 @@ class Microphone:
 
     def _deliver(self, captured: _Captured) -> None:
         """Loop side of the callback: bounded queue, oldest block dropped first."""
+        self._delivered += 1
         if captured.status & pyaudio.paInputOverflow:
+            self._delivered += 1  # samples were lost before this block: leave a hole
             self._overflow_log.note(self.device_name)
         if self._queue.full():
             self._queue.get_nowait()
-            self._gap = True
             self._drop_log.note(self.device_name)
-        self._queue.put_nowait(captured)
+        self._queue.put_nowait((self._delivered, captured))
 
 
 class Speaker:
@@ -477,6 +487,7 @@ class Speaker:
         # _opened is cleared first so that close() is idempotent.
         self._live: tuple[_Opened, PlaybackQueue] | None = None
         self._period_buf = np.zeros(0, dtype=np.int16)
+        self._callback_channels = 1
         self._last_callback = 0.0
         self._underflow_log = _RateLimitedLog("speaker %r: device underflow (%d so far)")
 
@@ -533,6 +544,7 @@ class Speaker:
         self._queue = PlaybackQueue(capacity, loop, threaded=True)
         self._period_buf = np.zeros(opened.rate * self._settings.period_ms // 1000, np.int16)
         self._last_callback = time.monotonic()
+        self._callback_channels = opened.channels
         self._opened = opened
         self._live = (opened, self._queue)
         try:
@@ -550,10 +562,7 @@ class Speaker:
         )
 
     async def play(self, samples: np.ndarray, timeout: float) -> None:
-        array = np.asarray(samples)
-        if array.ndim != 1 or array.dtype != np.int16:
-            raise ValueError(f"expected mono int16 samples, got {array.dtype} {array.shape}")
-        await self._require_queue().put(array, timeout, self._check_alive)
+        await self._require_queue().put(as_mono_int16(samples), timeout, self._check_alive)
 
     def flush(self) -> None:
         if self._queue is not None:
@@ -607,16 +616,16 @@ class Speaker:
         """PortAudio thread: copy one period out of the ring, silence when it is empty."""
         self._last_callback = time.monotonic()
         live = self._live
-        if live is None:
-            return None, pyaudio.paComplete  # closed between PortAudio's call and ours
+        if live is None:  # closed between PortAudio's call and ours
+            return bytes(2 * frame_count * self._callback_channels), pyaudio.paComplete
         opened, queue = live
         if status & pyaudio.paOutputUnderflow:
             # Logging takes locks and does I/O: leave it to the loop.
             assert self._loop is not None
             try:
                 self._loop.call_soon_threadsafe(self._underflow_log.note, opened.name)
-            except RuntimeError:
-                return None, pyaudio.paComplete
+            except RuntimeError:  # the loop is closed: nobody will queue audio again
+                return bytes(2 * frame_count * opened.channels), pyaudio.paComplete
         buf = (
             self._period_buf
             if len(self._period_buf) == frame_count

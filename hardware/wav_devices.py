@@ -138,6 +138,14 @@ class WavFileSource:
         return len(self._samples) / CAPTURE_RATE
 
     async def start(self) -> None:
+        """Load the file and start its clock; after close(), resume where it stopped.
+
+        Resuming keeps t0: a loop that reopens its devices gets the blocks it
+        missed at once, then real-time pacing again.
+        """
+        if self._samples is not None:
+            self._closed = False
+            return
         try:
             samples, rate = await asyncio.to_thread(read_wav, self._path)
         except (OSError, ValueError) as exc:
@@ -145,8 +153,6 @@ class WavFileSource:
         if rate != CAPTURE_RATE and len(samples):
             samples = soxr.resample(samples, rate, CAPTURE_RATE)
         self._samples = np.ascontiguousarray(samples, dtype=np.int16)
-        self._next = 0
-        self._closed = False
         self._t0 = self._clock()
 
     async def read(self, timeout: float) -> AudioBlock | None:
@@ -348,8 +354,11 @@ class PlaybackQueue:
                 self._progress.clear()
                 # A quiet poll interval is not an error: loop to re-check the
                 # device's health and the deadline.
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can
+                # swallow a cancellation that races with the event being set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), min(remaining, _HEALTH_POLL_S))
+                    async with asyncio.timeout(min(remaining, _HEALTH_POLL_S)):
+                        await self._progress.wait()
         finally:
             self._waiters -= 1
 
@@ -386,6 +395,7 @@ class WavFileSink:
         self._file: _PcmWavWriter | None = None
         self._queue: PlaybackQueue | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._started = False
 
     @property
     def sample_rate(self) -> int:
@@ -425,13 +435,15 @@ class WavFileSink:
         self._t0 = t0
 
     async def start(self) -> None:
+        """Create the file and start playing; after close(), append on the same timeline."""
         if self._file is not None:
             raise RuntimeError("WavFileSink already started")
         loop = asyncio.get_running_loop()
         try:
-            self._file = _PcmWavWriter(self._path, self._rate)
+            self._file = _PcmWavWriter(self._path, self._rate, resume=self._started)
         except OSError as exc:
             raise DeviceError(f"cannot write {self._path}: {exc}") from exc
+        self._started = True
         if self._t0 is None:
             self._t0 = self._clock()
         self._queue = PlaybackQueue(round(self._buffer_s * self._rate), loop, threaded=False)
@@ -442,7 +454,7 @@ class WavFileSink:
         # Catch the "device" up first: after a stalled loop the ticker has not
         # yet written the time that passed, and new audio must not fill it.
         self._advance()
-        await queue.put(_as_mono_int16(samples), timeout, self._check)
+        await queue.put(as_mono_int16(samples), timeout, self._check)
 
     def flush(self) -> None:
         if self._queue is not None:
@@ -503,7 +515,8 @@ class WavFileSink:
             await asyncio.sleep(max(0.0, wake - self._clock()))
 
 
-def _as_mono_int16(samples: np.ndarray) -> np.ndarray:
+def as_mono_int16(samples: np.ndarray) -> np.ndarray:
+    """`samples` as a sink accepts them, or TypeError/ValueError saying what is wrong."""
     array = np.asarray(samples)
     if array.ndim != 1:
         raise ValueError(f"expected mono samples (one dimension), got shape {array.shape}")
@@ -515,10 +528,16 @@ def _as_mono_int16(samples: np.ndarray) -> np.ndarray:
 class _PcmWavWriter:
     """A mono 16-bit WAV written incrementally; the header is fixed on close."""
 
-    def __init__(self, path: Path, rate: int) -> None:
+    def __init__(self, path: Path, rate: int, *, resume: bool = False) -> None:
         self._rate = rate
-        self._file = path.open("w+b")
-        self.frames = 0
+        if resume:
+            # Reopened after close(): keep what was written; the time the sink
+            # was closed is filled with silence by the next catch-up.
+            self._file = path.open("r+b")
+            self.frames = max(0, self._file.seek(0, 2) - _HEADER_BYTES) // 2
+        else:
+            self._file = path.open("w+b")
+            self.frames = 0
         self._write_header()
 
     def append(self, samples: np.ndarray) -> None:

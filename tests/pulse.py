@@ -11,6 +11,7 @@ a silently skipped audio suite would hide every device regression.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -35,13 +36,21 @@ class PulseError(RuntimeError):
     """The PulseAudio harness could not be started or driven."""
 
 
+_INSTALL_HINT = "apt-get install pulseaudio pulseaudio-utils libasound2-plugins"
+_ALSA_PULSE_PLUGIN = "libasound_module_pcm_pulse.so"
+"""ALSA's "pulse" PCM: without it PyAudio cannot reach the server at all."""
+
+
 def _require_tools() -> dict[str, str]:
     found = {tool: shutil.which(tool) for tool in _TOOLS}
     missing = [tool for tool, path in found.items() if path is None]
+    plugin_dirs = ("/usr/lib/*/alsa-lib", "/usr/lib/alsa-lib", "/usr/lib64/alsa-lib")
+    if not any(glob.glob(f"{d}/{_ALSA_PULSE_PLUGIN}") for d in plugin_dirs):
+        missing.append(f"ALSA's PulseAudio plugin ({_ALSA_PULSE_PLUGIN})")
     if missing:
         raise PulseError(
             f"missing {', '.join(missing)}: the audio tests need a PulseAudio server "
-            "(apt-get install pulseaudio pulseaudio-utils libasound2-plugins)"
+            f"reachable from PyAudio ({_INSTALL_HINT})"
         )
     return {tool: path for tool, path in found.items() if path is not None}
 
@@ -57,6 +66,7 @@ class PulseServer:
         self._daemon: subprocess.Popen[bytes] | None = None
         self._modules: dict[str, int] = {}
         self._keepalives: dict[str, subprocess.Popen[bytes]] = {}
+        self._players: list[subprocess.Popen[bytes]] = []
         client_conf = self._dir / "client.conf"
         # Without this a client whose server vanished would spawn the user's own.
         client_conf.write_text("autospawn = no\n")
@@ -124,6 +134,11 @@ class PulseServer:
         """Stop every helper process and the daemon, and delete the directory."""
         for name in list(self._keepalives):
             self._stop_keepalive(name)
+        for player in self._players:
+            if player.poll() is None:
+                player.terminate()
+                player.wait(5)
+        self._players.clear()
         daemon, self._daemon = self._daemon, None
         if daemon is not None and daemon.poll() is None:
             daemon.terminate()
@@ -188,7 +203,7 @@ class PulseServer:
             write_wav(path, samples, rate)
         else:
             path = audio
-        return subprocess.Popen(
+        player = subprocess.Popen(
             [
                 self._tools["paplay"],
                 f"--device={MIC_SINK}",
@@ -197,6 +212,9 @@ class PulseServer:
             ],
             env=self.client_env(),
         )
+        self._players = [p for p in self._players if p.poll() is None]
+        self._players.append(player)
+        return player
 
     def start_recording_speaker(
         self, path: Path | None = None, rate: int = SINK_RATE
@@ -323,6 +341,8 @@ class SpeakerRecording:
             self._process.terminate()
         self._process.wait(5)
         self._reader.join(5)
+        assert self._process.stdout is not None
+        self._process.stdout.close()
         samples = self.samples()
         if self._path is not None:
             write_wav(self._path, samples, self.rate)

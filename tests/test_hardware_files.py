@@ -120,6 +120,17 @@ async def test_source_timeout_and_close(tmp_path: Path) -> None:
     await source.close()
 
 
+async def test_source_resumes_after_close(tmp_path: Path) -> None:
+    source = WavFileSource(write(tmp_path / "a.wav", tone(0.2, 16_000), 16_000), realtime=False)
+    await source.start()
+    first = await source.read(timeout=1.0)
+    await source.close()
+    await source.start()  # a loop reopening its devices
+    second = await source.read(timeout=1.0)
+    assert first is not None and second is not None
+    assert second.t_start == pytest.approx(first.t_start + 0.02)
+
+
 async def test_source_unreadable_file_is_a_device_error(tmp_path: Path) -> None:
     (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     with pytest.raises(DeviceError, match=r"bad\.wav"):
@@ -253,6 +264,24 @@ async def test_sink_timeline_survives_a_stalled_loop(tmp_path: Path) -> None:
     assert at <= start <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
 
 
+async def test_sink_reopened_appends_on_the_same_timeline(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    sink = WavFileSink(tmp_path / "out.wav", SINK_RATE, PERIOD_MS, t0=t0)
+    await sink.start()
+    await asyncio.sleep(0.1)
+    await sink.close()
+    await asyncio.sleep(0.1)
+    await sink.start()
+    played_at = time.monotonic()
+    clip = tone(0.1, SINK_RATE)
+    await sink.play(clip, timeout=1.0)
+    await sink.drain(timeout=1.0)
+    await sink.close()
+    out, _ = read_wav(tmp_path / "out.wav")
+    at = (played_at - t0) * SINK_RATE
+    assert at <= find_clip(out, clip) <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
+
+
 async def test_sink_backpressure(tmp_path: Path) -> None:
     sink = WavFileSink(tmp_path / "out.wav", SINK_RATE, PERIOD_MS, playback_buffer_s=0.1)
     await sink.start()
@@ -346,6 +375,12 @@ async def test_button_edges_arrive_in_the_loop_with_ordered_times(
     assert before <= pressed.t < released.t <= after
     assert released.t - pressed.t >= 0.05
     assert not button.is_pressed
+
+    pin.drive_low()
+    pin.drive_high()
+    await asyncio.sleep(0)  # let the loop run the handed-over callbacks
+    assert [e.kind for e in button.pending_events()] == ["pressed", "released"]
+    assert button.pending_events() == []
     button.close()
     button.close()
 

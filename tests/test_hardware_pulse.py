@@ -150,6 +150,10 @@ async def test_speaker_plays_what_it_is_given(pulse: PulseServer, tmp_path: Path
     assert 0.0 < start_latency < FLUSH_BOUND_S
     # drain() returns once the last sample has sounded, not before and not much after.
     end_heard = recording.time_of(lag + len(clip))
+    print(
+        f"play to first sound {start_latency * 1000:.1f} ms, "
+        f"last sound {(end_heard - drained_at) * 1000:+.1f} ms from drain()'s return"
+    )
     assert -0.06 < end_heard - drained_at < 0.03
     assert speaker.underruns == 0
 

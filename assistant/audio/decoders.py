@@ -151,7 +151,9 @@ def _mix(flat: np.ndarray, channels: int) -> np.ndarray:
 class PcmStreamDecoder:
     """Headerless 16-bit PCM (OpenAI `pcm`: 24 kHz mono little-endian)."""
 
-    def __init__(self, sample_rate: int = 24_000, channels: int = 1, big_endian: bool = False):
+    def __init__(
+        self, sample_rate: int = 24_000, channels: int = 1, big_endian: bool = False
+    ) -> None:
         if sample_rate <= 0 or channels <= 0:
             raise ValueError(f"bad PCM layout: {channels} channels at {sample_rate} Hz")
         self.sample_rate = sample_rate
@@ -248,7 +250,7 @@ def _decode(
         budget.failed(exc)
         return []
     budget.ok()
-    return [_frame_to_int16(frame) for frame in frames]  # type: ignore[arg-type]
+    return [_frame_to_int16(frame) for frame in frames]
 
 
 class _Id3Skipper:

@@ -70,7 +70,8 @@ async def synthesize_async(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

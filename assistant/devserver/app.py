@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from assistant.aio import cancel_and_wait
 from assistant.devserver.control import add_control_routes
 from assistant.devserver.middleware import API_PREFIX, dify_middleware
 from assistant.devserver.options import DevServerOptions
@@ -35,9 +35,7 @@ async def _warm_up_phrases(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(warm())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 def build_app(options: DevServerOptions | None = None) -> web.Application:

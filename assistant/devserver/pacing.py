@@ -23,8 +23,10 @@ PING: Final = Ping()
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     if seconds > 0:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
 
 
 async def paced(
