@@ -1,0 +1,112 @@
+"""Push-to-talk: gpiozero's MockFactory presses and releases the talk button's pin.
+
+Only the audio between press and release, plus the pre-roll, is uploaded; speech
+outside the press is never sent, and a tap with no speech uploads nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from audio_samples import concat, silence, speech_16k
+from gpiozero.pins.mock import MockFactory
+
+from assistant.app import RunOptions, run_assistant
+from assistant.audio.wav import encode_wav
+from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+from assistant.events import Event, EventBus, Subscription
+from assistant.settings import AssistantSettings, DifySettings, Secret, Settings, Trigger
+
+QUESTION = "What is the weather like on Mars?"
+OTHER = "Tell me a joke."
+PIN = 17
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningDevServer]:
+    running = await start_devserver(options=DevServerOptions())
+    yield running
+    await running.stop()
+
+
+def _settings(server: RunningDevServer) -> Settings:
+    return Settings(
+        assistant=AssistantSettings(trigger=Trigger.PUSH_TO_TALK),
+        dify=DifySettings(base_url=server.base_url, api_key=Secret("app-x")),
+    )
+
+
+async def _hold(pins: MockFactory, t0: float, press_s: float, release_s: float) -> None:
+    """Press at t0+press_s, release at t0+release_s (loop time, monotonic)."""
+    loop = asyncio.get_running_loop()
+    pin = pins.pin(PIN)
+    await asyncio.sleep(t0 + press_s - loop.time())
+    pin.drive_low()
+    await asyncio.sleep(t0 + release_s - loop.time())
+    pin.drive_high()
+
+
+async def test_only_the_held_audio_is_uploaded(
+    server: RunningDevServer, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    # OTHER is spoken before the press (must never be sent), QUESTION while held.
+    other, question = speech_16k(OTHER), speech_16k(QUESTION)
+    question_at = 2.5
+    mic = concat(
+        silence(300),
+        other,
+        silence(question_at * 1000 - 300 - len(other) / 16),
+        question,
+        silence(2500),
+    )
+    mic_path = tmp_path / "mic.wav"
+    mic_path.write_bytes(encode_wav(mic, 16_000))
+    press, release = question_at - 0.15, question_at + len(question) / 16_000 + 0.05
+
+    bus = EventBus()
+    events = bus.subscribe()
+    options = RunOptions(mic_path, tmp_path / "out.wav", tmp_path / "events.jsonl")
+    assistant = asyncio.create_task(run_assistant(_settings(server), options, bus))
+    ready = await _next(events, "ready")
+    # The file microphone's timeline starts when the devices open, i.e. at `ready`.
+    await _hold(mock_pins, ready.t, press, release)
+    await asyncio.wait_for(assistant, 60)
+
+    uploads = server.state.records("audio-to-text")
+    assert len(uploads) == 1, "speech outside the press must not be uploaded"
+    assert uploads[0].details["transcript"] == QUESTION
+    preroll = Settings().vad.preroll_ms / 1000
+    held = release - press
+    assert uploads[0].details["audio_duration_s"] == pytest.approx(held + preroll, abs=0.08)
+
+
+async def test_a_tap_without_speech_uploads_nothing(
+    server: RunningDevServer, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    mic_path = tmp_path / "mic.wav"
+    mic_path.write_bytes(encode_wav(silence(2000), 16_000))
+    bus = EventBus()
+    events = bus.subscribe()
+    options = RunOptions(mic_path, tmp_path / "out.wav")
+    assistant = asyncio.create_task(run_assistant(_settings(server), options, bus))
+    ready = await _next(events, "ready")
+    await _hold(mock_pins, ready.t, 0.5, 1.0)
+    await asyncio.wait_for(assistant, 30)
+    assert server.state.records("audio-to-text") == []
+    dropped = [e async for e in _all(events) if e.kind == "utterance_dropped"]
+    assert len(dropped) == 1
+
+
+async def _next(events: Subscription, kind: str) -> Event:
+    async with asyncio.timeout(10):
+        while (event := await events.get()).kind != kind:
+            pass
+    return event
+
+
+async def _all(events: Subscription) -> AsyncIterator[Event]:
+    while (event := events.get_nowait()) is not None:
+        yield event
