@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("devserver", help="serve the Dify-compatible dev server")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8750)
+    dev.add_argument("--stt-latency-ms", type=int, default=0, help="speech-to-text delay")
+    dev.add_argument("--first-token-ms", type=int, default=0, help="delay before the answer")
+    dev.add_argument("--tokens-per-second", type=float, default=0, help="0 = unpaced")
+    dev.add_argument("--tts-first-byte-ms", type=int, default=0, help="delay before audio")
+    dev.add_argument(
+        "--tts-speed", type=float, default=0, help="audio sent at N x real time; 0 = at once"
+    )
     return parser
 
 
@@ -55,7 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "devserver":
         from assistant.devserver import DevServerOptions, serve_forever
 
-        serve_forever(args.host, args.port, DevServerOptions())
+        serve_forever(
+            args.host,
+            args.port,
+            DevServerOptions(
+                stt_latency_ms=args.stt_latency_ms,
+                first_token_ms=args.first_token_ms,
+                tokens_per_second=args.tokens_per_second,
+                tts_first_byte_ms=args.tts_first_byte_ms,
+                tts_speed=args.tts_speed,
+            ),
+        )
         return 0
 
     try:

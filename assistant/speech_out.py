@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from assistant.audio.decoders import make_decoder
+from assistant.audio.decoders import PcmChunk, SniffingDecoder
 from assistant.audio.resample import StreamResampler
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
@@ -77,11 +77,11 @@ class SpeechOut:
         await self._playlist.put(_END)
 
     async def _synthesise(self, sentence: str, out: asyncio.Queue[np.ndarray | None]) -> None:
-        decoder = None
+        decoder: SniffingDecoder | None = None
         resampler: StreamResampler | None = None
         rate = self._sink.sample_rate
 
-        def emit(chunks: list) -> None:
+        def emit(chunks: list[PcmChunk]) -> None:
             nonlocal resampler
             for chunk in chunks:
                 if resampler is None:
@@ -94,7 +94,9 @@ class SpeechOut:
             async for piece in self._tts.stream(sentence):
                 self._marks.mark("first_tts_byte")
                 if decoder is None:
-                    decoder = make_decoder(piece.content_type, piece.data)
+                    # Sniffs the first bytes too: services mislabel bodies (older
+                    # Dify calls everything audio/mpeg), and a first chunk may be tiny.
+                    decoder = SniffingDecoder(piece.content_type)
                 emit(decoder.feed(piece.data))
         if decoder is not None:
             emit(decoder.close())

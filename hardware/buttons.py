@@ -81,13 +81,6 @@ class TalkButton:
 
     def pending_events(self) -> list[ButtonEvent]:
         """Every press and release not yet read, oldest first, without waiting."""
-        events = []
-        while not self._queue.empty():
-            events.append(self._queue.get_nowait())
-        return events
-
-    def pending_events(self) -> list[ButtonEvent]:
-        """Every edge queued so far, oldest first, without waiting (for per-block polling)."""
         events: list[ButtonEvent] = []
         while not self._queue.empty():
             events.append(self._queue.get_nowait())

@@ -574,8 +574,11 @@ class Speaker:
         the device's output latency has passed, i.e. the last sample was heard."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        await self._require_queue().drain(timeout, self._check_alive)
-        await asyncio.sleep(max(0.0, min(self.output_latency, deadline - loop.time())))
+        queue = self._require_queue()
+        was_playing = queue.is_playing
+        await queue.drain(timeout, self._check_alive)
+        if was_playing:
+            await asyncio.sleep(max(0.0, min(self.output_latency, deadline - loop.time())))
 
     async def close(self) -> None:
         opened, self._opened = self._opened, None

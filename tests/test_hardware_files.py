@@ -1,4 +1,5 @@
-"""WAV-file source and sink (real-time pacing, one shared timeline) and the talk button."""
+"""The device parts that need no sound card: WAV-file source and sink (real-time
+pacing, one shared timeline), the microphone's rate conversion, the talk button."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gpiozero.pins.mock import MockFactory
 from assistant.settings import ButtonSettings
 from hardware.buttons import ButtonEvent, TalkButton
 from hardware.interfaces import CAPTURE_RATE, DeviceError
+from hardware.pyaudio_devices import _ToCaptureRate
 from hardware.wav_devices import WavFileSink, WavFileSource, read_wav
 
 SINK_RATE = 24_000
@@ -348,6 +350,42 @@ async def test_sink_counts_an_underrun_only_when_audio_runs_out_unexplained(
     await sink.close()
     with pytest.raises(DeviceError):
         await sink.play(tone(0.1, SINK_RATE), timeout=1.0)
+
+
+# --- Microphone rate conversion -----------------------------------------------------
+
+
+def test_capture_conversion_keeps_blocks_regular_and_times_exact() -> None:
+    rate, frames = 48_000, 960
+    left = np.zeros(rate, np.int16)
+    click = 30_000  # input sample of a click, at t0 + 0.625 s
+    left[click] = 30_000
+    right = tone(1.0, rate)  # must not leak into the result
+    interleaved = np.stack([left, right], axis=1).reshape(-1)
+    converter = _ToCaptureRate(rate, channels=2, block=320)
+    t0 = 1000.0
+    blocks = []
+    for k in range(rate // frames):
+        chunk = interleaved[2 * k * frames : 2 * (k + 1) * frames]
+        blocks += converter.push(chunk.tobytes(), t0 + k * frames / rate)
+
+    assert all(len(b.samples) == 320 for b in blocks)
+    starts = np.array([b.t_start for b in blocks])
+    assert np.allclose(np.diff(starts), 0.02, atol=1e-6)
+    assert starts[0] == pytest.approx(t0, abs=1e-6)
+    out = np.concatenate([b.samples for b in blocks])
+    peak = int(np.argmax(np.abs(out)))
+    assert np.abs(np.delete(out, range(peak - 40, peak + 40))).max() < 50  # right channel gone
+    heard_at = starts[peak // 320] + (peak % 320) / CAPTURE_RATE
+    assert heard_at == pytest.approx(t0 + click / rate, abs=0.5e-3)
+
+    # Late (GIL-delayed) timestamps do not jitter the timeline; lost audio restarts it.
+    jittery = converter.push(interleaved[:1920].tobytes(), t0 + 1.0 + 0.004)
+    assert jittery[0].t_start == pytest.approx(blocks[-1].t_start + 0.02, abs=0.5e-3)
+    converter.reset()
+    resumed = converter.push(interleaved[:1920].tobytes(), t0 + 5.0)
+    resumed += converter.push(interleaved[1920:3840].tobytes(), t0 + 5.02)
+    assert resumed[0].t_start == pytest.approx(t0 + 5.0, abs=1e-6)
 
 
 # --- TalkButton --------------------------------------------------------------------
