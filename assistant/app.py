@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,19 @@ def _make_sink(settings: Settings, options: RunOptions) -> AudioSink:
     return Speaker(settings.audio)
 
 
+def _timeline_aligner(source: AudioSource, sink: AudioSink) -> Callable[[], None] | None:
+    """With a WAV microphone and a WAV speaker, put both on one timeline.
+
+    Sample n of the speaker file is then what played n samples after the
+    microphone file started, so latency can be read off the two files.
+    """
+    from hardware.wav_devices import WavFileSink, WavFileSource
+
+    if isinstance(source, WavFileSource) and isinstance(sink, WavFileSink):
+        return lambda: sink.set_t0(source.t0)
+    return None
+
+
 @contextlib.asynccontextmanager
 async def _local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
     """With no API key, run against the bundled dev server: the demo needs no account."""
@@ -133,13 +146,9 @@ async def run_assistant(
                     from hardware.buttons import TalkButton
 
                     button = TalkButton(live.button, asyncio.get_running_loop())
+                source, sink = _make_source(live, options), _make_sink(live, options)
                 loop = VoiceLoop(
-                    live,
-                    _make_source(live, options),
-                    _make_sink(live, options),
-                    stages,
-                    bus,
-                    button,
+                    live, source, sink, stages, bus, button, _timeline_aligner(source, sink)
                 )
                 await loop.run()
             finally:

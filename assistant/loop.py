@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from assistant.aio import cancel_and_wait
 from assistant.audio.earcons import error_earcon
@@ -49,7 +50,9 @@ class VoiceLoop:
         stages: Stages,
         bus: EventBus,
         button: TalkButton | None = None,
+        on_devices_open: Callable[[], None] | None = None,
     ) -> None:
+        """`on_devices_open` runs each time both devices have (re)opened."""
         if settings.assistant.trigger is Trigger.PUSH_TO_TALK and button is None:
             raise ValueError("push_to_talk needs a talk button")
         self._settings = settings
@@ -58,6 +61,7 @@ class VoiceLoop:
         self._stages = stages
         self._bus = bus
         self._button = button
+        self._on_devices_open = on_devices_open
         # In push-to-talk the VAD never opens an utterance: only the button does.
         self._endpointer = Endpointer(
             settings.vad, hands_free=settings.assistant.trigger is Trigger.HANDS_FREE
@@ -96,6 +100,8 @@ class VoiceLoop:
             try:
                 await self._source.start()
                 await self._sink.start()
+                if self._on_devices_open is not None:
+                    self._on_devices_open()
                 return
             except DeviceError as exc:
                 await self._close_devices()

@@ -97,7 +97,12 @@ class PulseServer:
             PULSE_RUNTIME_PATH=str(runtime / "pulse"),
             PULSE_STATE_PATH=str(self._dir / "state"),
         )
+        # If this process dies without stop() (a killed test run), the daemon
+        # gets SIGTERM too, and every helper client exits when it goes.
+        setpriv = shutil.which("setpriv")
+        die_with_us = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         command = [
+            *die_with_us,
             self._tools["pulseaudio"],
             "--daemonize=no",
             "--exit-idle-time=-1",
@@ -118,11 +123,11 @@ class PulseServer:
         while True:
             if self._daemon.poll() is not None:
                 raise PulseError(f"pulseaudio exited with {self._daemon.returncode}: {self._log()}")
-            probe = subprocess.run(
-                [self._tools["pactl"], "info"], env=self.client_env(), capture_output=True
-            )
-            if probe.returncode == 0:
+            try:
+                self.pactl("info")
                 break
+            except PulseError:
+                pass  # not listening yet: the deadline below bounds the wait
             if time.monotonic() > deadline:
                 self.stop()
                 raise PulseError(f"pulseaudio did not answer within {timeout} s: {self._log()}")
@@ -135,19 +140,14 @@ class PulseServer:
         for name in list(self._keepalives):
             self._stop_keepalive(name)
         for player in self._players:
-            if player.poll() is None:
-                player.terminate()
-                player.wait(5)
+            _end(player)
         self._players.clear()
         daemon, self._daemon = self._daemon, None
-        if daemon is not None and daemon.poll() is None:
-            daemon.terminate()
-            try:
-                daemon.wait(5)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        if daemon is not None:
+            _end(daemon)
         self._modules.clear()
+        # A leftover socket or log in /tmp is harmless; a failed cleanup must
+        # not mask the test result.
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def client_env(self) -> dict[str, str]:
@@ -155,9 +155,16 @@ class PulseServer:
         return {**os.environ, **self.env}
 
     def pactl(self, *args: str) -> str:
-        done = subprocess.run(
-            [self._tools["pactl"], *args], env=self.client_env(), capture_output=True, text=True
-        )
+        try:
+            done = subprocess.run(
+                [self._tools["pactl"], *args],
+                env=self.client_env(),
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PulseError(f"pactl {' '.join(args)} hung: {self._log()}") from exc
         if done.returncode != 0:
             raise PulseError(f"pactl {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
@@ -267,8 +274,7 @@ class PulseServer:
     def _stop_keepalive(self, name: str) -> None:
         process = self._keepalives.pop(name, None)
         if process is not None:
-            process.terminate()
-            process.wait(5)
+            _end(process)
 
     def _log(self) -> str:
         try:
@@ -337,9 +343,7 @@ class SpeakerRecording:
 
     def stop(self) -> np.ndarray:
         """End the recording, write the WAV if a path was given, return the samples."""
-        if self._process.poll() is None:
-            self._process.terminate()
-        self._process.wait(5)
+        _end(self._process)
         self._reader.join(5)
         assert self._process.stdout is not None
         self._process.stdout.close()
@@ -347,6 +351,17 @@ class SpeakerRecording:
         if self._path is not None:
             write_wav(self._path, samples, self.rate)
         return samples
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a helper process, killing it if it does not go."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
