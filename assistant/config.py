@@ -30,12 +30,32 @@ ENV_ALIASES = {
     "DIFY_API_KEY": ("dify", "api_key"),
     "DIFY_API_KEY_FILE": ("dify", "api_key_file"),
     "DIFY_BASE_URL": ("dify", "base_url"),
+    "OPENAI_API_KEY": ("openai", "api_key"),
+    "OPENAI_API_KEY_FILE": ("openai", "api_key_file"),
+    "OPENAI_BASE_URL": ("openai", "base_url"),
+    "CONVAI_API_KEY": ("convai", "api_key"),
+    "CONVAI_API_KEY_FILE": ("convai", "api_key_file"),
 }
+"""The usual variable names of each service, as aliases of their keys."""
+
+KEYED_SECTIONS = ("dify", "openai", "convai")
+"""Sections with `api_key` / `api_key_file`."""
+
+STT_PROVIDERS = ("dify", "openai")
+TTS_PROVIDERS = ("dify", "dify-stream", "openai", "convai")
+OPENAI_STT_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx",
+    "nova", "sage", "shimmer", "verse", "marin", "cedar",
+)  # fmt: skip
+OPENAI_TTS1_VOICES = ("alloy", "ash", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer")
+OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 
 
 class ConfigError(ValueError):
     def __init__(self, key: str, value: object, reason: str) -> None:
-        shown = "***" if key.endswith("api_key") else repr(value)
+        shown = "***" if key.endswith("api_key") or key.endswith("API_KEY") else repr(value)
         super().__init__(f"config error: {key} = {shown}: {reason}")
         self.key = key
         self.reason = reason
@@ -54,6 +74,14 @@ def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 def _one_of(*allowed: object) -> Callable[[Any], str | None]:
     return lambda v: None if v in allowed else f"must be one of {', '.join(map(str, allowed))}"
+
+
+def _each_one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(values: tuple[str, ...]) -> str | None:
+        bad = [v for v in values if v not in allowed]
+        return f"{bad[0]!r} is not one of {', '.join(allowed)}" if bad else None
+
+    return check
 
 
 _RULES: dict[str, Callable[[Any], str | None]] = {
@@ -80,6 +108,18 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "http.tts_timeout_s": _between(1, 600),
     "dify.base_url": _url,
     "dify.response_mode": _one_of("streaming", "blocking"),
+    "dify.app": _one_of("completion", "chat"),
+    "dify.conversation_idle_s": _between(10, 86_400),
+    "providers.stt": _one_of(*STT_PROVIDERS),
+    "providers.stt_fallback": _each_one_of(*STT_PROVIDERS),
+    "providers.tts": _one_of(*TTS_PROVIDERS),
+    "providers.tts_fallback": _each_one_of(*TTS_PROVIDERS),
+    "openai.base_url": _url,
+    "openai.temperature": _between(0, 1),
+    "openai.response_format": _one_of(*OPENAI_FORMATS),
+    "openai.speed": _between(0.25, 4),
+    "convai.base_url": _url,
+    "convai.encoding": _one_of("wav", "mp3"),
     "speech.min_sentence_chars": _between(0, 400),
     "speech.max_sentence_chars": _between(20, 4096),
     "speech.tts_prefetch": _between(1, 8),
@@ -87,9 +127,12 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Turn a TOML or environment value into the field's type, or say why not."""
-    from_env = isinstance(value, str)
+def _coerce(key: str, value: Any, hint: Any, from_env: bool) -> Any:
+    """Turn a TOML or environment value into the field's type, or say why not.
+
+    Environment values are always strings, so they are parsed; TOML values
+    already carry their type, which must match.
+    """
     if isinstance(hint, type) and issubclass(hint, Enum):
         try:
             return hint(value)
@@ -129,6 +172,12 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(key, value, "must be a string")
+    if get_origin(hint) is tuple:
+        if from_env:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(key, value, "must be a list of strings")
     if get_origin(hint) is dict:
         if isinstance(value, Mapping) and all(
             isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in value.items()
@@ -147,7 +196,7 @@ def _section_types() -> dict[str, type]:
     return {f.name: get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)}
 
 
-def _merge(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _merge(raw: Mapping[str, Any], from_env: bool = False) -> dict[str, dict[str, Any]]:
     sections = _section_types()
     merged: dict[str, dict[str, Any]] = {}
     for name, table in raw.items():
@@ -161,7 +210,7 @@ def _merge(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             full = f"{name}.{key}"
             if key not in hints:
                 raise ConfigError(full, value, "unknown key" + _did_you_mean(key, [*hints]))
-            values[key] = _coerce(full, value, _unwrap(hints[key]))
+            values[key] = _coerce(full, value, _unwrap(hints[key]), from_env)
         merged[name] = values
     return merged
 
@@ -192,7 +241,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _read_key_file(path_text: str) -> Secret:
+def _read_key_file(section: str, path_text: str) -> Secret:
+    key = f"{section}.api_key_file"
     path = Path(path_text).expanduser()
     try:
         mode = path.stat().st_mode
@@ -204,7 +254,7 @@ def _read_key_file(path_text: str) -> Secret:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("%s is readable by other users; chmod 600 it", path)
     if not text:
-        raise ConfigError("dify.api_key_file", path_text, "is empty")
+        raise ConfigError(key, path_text, "is empty")
     return Secret(text)
 
 
@@ -223,9 +273,35 @@ def _check(settings: Settings) -> None:
             settings.speech.min_sentence_chars,
             "must be below speech.max_sentence_chars",
         )
+    _check_openai(settings)
     if settings.vad.preroll_ms % settings.vad.frame_ms:
         raise ConfigError(
             "vad.preroll_ms", settings.vad.preroll_ms, "must be a multiple of frame_ms"
+        )
+
+
+def _check_openai(settings: Settings) -> None:
+    """Model and voice names are checked against OpenAI's lists only on OpenAI itself:
+    compatible local servers name their models and voices as they like."""
+    openai = settings.openai
+    if urlparse(openai.base_url).hostname != "api.openai.com":
+        return
+    if openai.stt_model not in OPENAI_STT_MODELS:
+        raise ConfigError(
+            "openai.stt_model", openai.stt_model, f"must be one of {', '.join(OPENAI_STT_MODELS)}"
+        )
+    if openai.tts_model not in OPENAI_TTS_MODELS:
+        raise ConfigError(
+            "openai.tts_model", openai.tts_model, f"must be one of {', '.join(OPENAI_TTS_MODELS)}"
+        )
+    if openai.voice_id:
+        return
+    voices = OPENAI_TTS1_VOICES if openai.tts_model.startswith("tts-1") else OPENAI_VOICES
+    if openai.voice not in voices:
+        raise ConfigError(
+            "openai.voice",
+            openai.voice,
+            f"{openai.tts_model} offers {', '.join(voices)}",
         )
 
 
@@ -240,19 +316,19 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(path), f"is not valid TOML: {exc}") from None
     merged = _merge(raw)
-    env = _merge(_env_overrides(os.environ if environ is None else environ))
+    env = _merge(_env_overrides(os.environ if environ is None else environ), from_env=True)
     for section, values in env.items():
         merged.setdefault(section, {}).update(values)
 
     sections = _section_types()
     built = {name: sections[name](**merged.get(name, {})) for name in sections}
     settings = Settings(**built)
-    if settings.dify.api_key_file and not settings.dify.api_key:
-        settings = dataclasses.replace(
-            settings,
-            dify=dataclasses.replace(
-                settings.dify, api_key=_read_key_file(settings.dify.api_key_file)
-            ),
-        )
+    for section in KEYED_SECTIONS:
+        group = getattr(settings, section)
+        if group.api_key_file and not group.api_key:
+            secret = _read_key_file(section, group.api_key_file)
+            settings = dataclasses.replace(
+                settings, **{section: dataclasses.replace(group, api_key=secret)}
+            )
     _check(settings)
     return settings

@@ -121,6 +121,73 @@ class DifySettings:
     """Values for the app's `user_input_form` variables."""
     voice: str = ""
     """TTS voice for /text-to-audio; "" = the app's configured voice."""
+    app: str = "completion"
+    """App type: `completion` (Text Generator, /completion-messages) or `chat`
+    (Chatbot/Agent/Chatflow, /chat-messages with conversation memory)."""
+    conversation_idle_s: float = 300.0
+    """Chat apps: after this long without a turn the next question starts a new conversation."""
+    use_message_id: bool = False
+    """With tts provider `dify`: synthesise each sentence via /text-to-audio with the
+    answer's `message_id` instead of the text (Dify then speaks its stored answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    stt: str = "dify"
+    """Speech-to-text: `dify` (/audio-to-text) or `openai` (/audio/transcriptions)."""
+    stt_fallback: tuple[str, ...] = ()
+    """Tried in order when `stt` fails (unreachable, 5xx, 429...)."""
+    tts: str = "dify"
+    """Text-to-speech: `dify` (/text-to-audio), `dify-stream` (the completion stream's own
+    `tts_message` audio), `openai` (/audio/speech) or `convai` (/tts/)."""
+    tts_fallback: tuple[str, ...] = ()
+    """Tried in order when `tts` fails; the local espeak-ng voice is always the last resort."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    base_url: str = "https://api.openai.com/v1"
+    """API base; any OpenAI-compatible server works (speaches, LocalAI, Kokoro-FastAPI)."""
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    """Prefer the OPENAI_API_KEY variable or `api_key_file`."""
+    api_key_file: str = ""
+    """File holding the key; must be readable by its owner only."""
+    stt_model: str = "whisper-1"
+    """whisper-1, gpt-4o-transcribe or gpt-4o-mini-transcribe (any name on other servers)."""
+    language: str = ""
+    """ISO-639-1 language of the speech, e.g. `en`; "" = detect."""
+    prompt: str = ""
+    """Text to guide the transcription style or vocabulary."""
+    temperature: float = 0.0
+    """Transcription sampling temperature, 0 to 1."""
+    tts_model: str = "tts-1"
+    """tts-1, tts-1-hd or gpt-4o-mini-tts (any name on other servers)."""
+    voice: str = "alloy"
+    """One of the built-in voices (tts-1 models accept 9 of the 13)."""
+    voice_id: str = ""
+    """A custom voice id; when set it is sent as `{"id": ...}` instead of `voice`."""
+    instructions: str = ""
+    """How to speak (gpt-4o-mini-tts only; never sent to tts-1 models)."""
+    response_format: str = "pcm"
+    """mp3, opus, aac, flac, wav or pcm; pcm (24 kHz s16le) starts playing soonest."""
+    speed: float = 1.0
+    """0.25 to 4."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConvaiSettings:
+    base_url: str = "https://api.convai.com"
+    """API base (the TTS endpoint is `{base_url}/tts/`)."""
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    """Prefer the CONVAI_API_KEY variable or `api_key_file`."""
+    api_key_file: str = ""
+    """File holding the key; must be readable by its owner only."""
+    voice: str = "fable_OpenAi_c4d30a32-bcaf-4048-b7b0-0f2bb293205a"
+    """A `voice_value` from `voice-assistant voices --provider convai`."""
+    encoding: str = "wav"
+    """wav (every voice) or mp3 (some voices only)."""
+    filename: str = ""
+    """Optional `filename` sent with each request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,5 +216,8 @@ class Settings:
     button: ButtonSettings = field(default_factory=ButtonSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     dify: DifySettings = field(default_factory=DifySettings)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    convai: ConvaiSettings = field(default_factory=ConvaiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     devserver: DevServerSettings = field(default_factory=DevServerSettings)

@@ -4,19 +4,18 @@ Both streams run in callback mode. The callbacks run on PortAudio's thread and
 do the least possible: the microphone's hands the bytes and a timestamp to the
 loop with `call_soon_threadsafe`; the speaker's copies one period out of a
 lock-protected ring. Everything else (resampling, waiting, bookkeeping) runs
-on the event loop, and every blocking PortAudio call runs in a worker thread.
+on the event loop, and every blocking PortAudio call runs in a worker thread
+(see `hardware.pyaudio_support` for device selection, opening and shutdown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 import pyaudio
@@ -24,7 +23,15 @@ import soxr
 
 from assistant.settings import AudioSettings
 from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
-from hardware.wav_devices import PlaybackQueue, as_mono_int16
+from hardware.playback import PlaybackQueue, as_mono_int16
+from hardware.pyaudio_support import (
+    _open_stream,
+    _Opened,
+    _RateLimitedLog,
+    _run_opener,
+    _shutdown,
+    _start,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -33,11 +40,6 @@ MIC_RATES = (16_000, 48_000, 44_100)
 SPEAKER_RATES = (48_000, 44_100, 24_000, 16_000)
 """Tried in order when AudioSettings.output_rate is 0."""
 
-_PA_LOCK = threading.Lock()
-"""PortAudio's initialise/open/close/terminate are not thread-safe; worker threads take turns."""
-
-_RATE_LIMIT_S = 5.0
-"""At most one warning per this many seconds for each recurring condition."""
 _MAX_ADC_AGE_S = 1.0
 """A capture timestamp claiming more age than this is not trusted."""
 _HEALTH_POLL_S = 0.2
@@ -48,171 +50,6 @@ _DRIFT_GAIN = 0.02
 """How fast the timeline follows late timestamps: slow enough to average out GIL waits."""
 _RESAMPLE_QUALITY = "LQ"
 """soxr's 16-bit recipe: ample for speech, and its output lags ~15 ms less than HQ's."""
-
-Direction = Literal["input", "output"]
-_StreamCallback = Callable[[bytes | None, int, Mapping[str, float], int], tuple[bytes | None, int]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    pa: pyaudio.PyAudio
-    stream: pyaudio.Stream
-    name: str
-    rate: int
-    channels: int
-
-
-def select_device(pa: pyaudio.PyAudio, spec: str, direction: Direction) -> Mapping[str, Any]:
-    """The device info for `spec`: "" = default, digits = index, else a name substring."""
-    key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
-    devices = [pa.get_device_info_by_index(i) for i in range(pa.get_device_count())]
-    usable = [d for d in devices if int(d[key]) > 0]
-    available = ", ".join(f"{d['index']}: {d['name']!r}" for d in usable) or "none"
-    spec = spec.strip()
-    if not spec:
-        try:
-            if direction == "input":
-                return pa.get_default_input_device_info()
-            return pa.get_default_output_device_info()
-        except OSError as exc:
-            raise DeviceError(
-                f"no default {direction} device ({exc}); available: {available}"
-            ) from exc
-    if spec.isdigit():
-        index = int(spec)
-        for device in usable:
-            if int(device["index"]) == index:
-                return device
-        raise DeviceError(f"no {direction} device with index {index}; available: {available}")
-    for device in usable:
-        if spec.casefold() in str(device["name"]).casefold():
-            return device
-    raise DeviceError(f"no {direction} device named like {spec!r}; available: {available}")
-
-
-def _open_stream(
-    pa_given: pyaudio.PyAudio | None,
-    spec: str,
-    direction: Direction,
-    rates: tuple[int, ...],
-    period_ms: int,
-    callback: _StreamCallback,
-) -> _Opened:
-    """Open (not start) an int16 stream at the first workable rate, mono if possible.
-
-    Runs in a worker thread. Creates a PyAudio instance when none is given and
-    terminates it again if opening fails.
-    """
-    with _PA_LOCK:
-        try:
-            pa = pa_given if pa_given is not None else pyaudio.PyAudio()
-        except OSError as exc:
-            raise DeviceError(f"PortAudio failed to initialise: {exc}") from exc
-        try:
-            return _try_formats(pa, spec, direction, rates, period_ms, callback)
-        except BaseException:
-            if pa_given is None:
-                pa.terminate()
-            raise
-
-
-def _try_formats(
-    pa: pyaudio.PyAudio,
-    spec: str,
-    direction: Direction,
-    rates: tuple[int, ...],
-    period_ms: int,
-    callback: _StreamCallback,
-) -> _Opened:
-    info = select_device(pa, spec, direction)
-    index = int(info["index"])
-    name = str(info["name"])
-    max_channels = int(info["maxInputChannels" if direction == "input" else "maxOutputChannels"])
-    failures: list[str] = []
-    for rate in rates:
-        for channels in (c for c in (1, 2) if c <= max_channels):
-            try:
-                pa.is_format_supported(
-                    rate,
-                    **{
-                        f"{direction}_device": index,
-                        f"{direction}_channels": channels,
-                        f"{direction}_format": pyaudio.paInt16,
-                    },
-                )
-                stream = pa.open(
-                    rate=rate,
-                    channels=channels,
-                    format=pyaudio.paInt16,
-                    input=direction == "input",
-                    output=direction == "output",
-                    input_device_index=index if direction == "input" else None,
-                    output_device_index=index if direction == "output" else None,
-                    frames_per_buffer=max(1, rate * period_ms // 1000),
-                    stream_callback=callback,
-                    start=False,
-                )
-            except (ValueError, OSError) as exc:
-                failures.append(f"{rate} Hz x{channels}: {exc}")
-                continue
-            return _Opened(pa, stream, name, rate, channels)
-    raise DeviceError(
-        f"cannot open {direction} device {name!r} as int16 at {rates} Hz: " + "; ".join(failures)
-    )
-
-
-def _start(stream: pyaudio.Stream) -> None:
-    with _PA_LOCK:
-        stream.start_stream()
-
-
-def _shutdown(stream: pyaudio.Stream | None, pa: pyaudio.PyAudio | None, what: str) -> None:
-    """Stop and close a stream, then terminate PyAudio; runs in a worker thread."""
-    with _PA_LOCK:
-        try:
-            if stream is not None:
-                try:
-                    stream.stop_stream()
-                except OSError as exc:
-                    # A vanished device often fails to stop; closing still frees it.
-                    _LOG.warning("%s: stopping the stream failed: %s", what, exc)
-                stream.close()
-        finally:
-            if pa is not None:
-                pa.terminate()
-
-
-async def _run_opener(
-    opener: Callable[[], _Opened], on_cancel: Callable[[_Opened], None]
-) -> _Opened:
-    """Run a blocking open in a worker; if cancelled, release what it opened."""
-    task = asyncio.ensure_future(asyncio.to_thread(opener))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        # The worker cannot be interrupted: wait for it so nothing is left open.
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is None:
-            await asyncio.to_thread(on_cancel, task.result())
-        elif not task.cancelled():
-            _LOG.warning("device open failed after cancellation: %s", task.exception())
-        raise
-
-
-class _RateLimitedLog:
-    """A warning that repeats at most once per interval, carrying the count so far."""
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-        self._last = -_RATE_LIMIT_S
-        self.count = 0
-
-    def note(self, *args: object) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last >= _RATE_LIMIT_S:
-            self._last = now
-            _LOG.warning(self._message, *args, self.count)
 
 
 @dataclass(frozen=True, slots=True)

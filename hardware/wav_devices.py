@@ -6,18 +6,16 @@ pace a real speaker would, writing what it "plays" to a WAV file whose sample n
 is the sound n samples after the source's start. Together they let the demo,
 the tests and session replays measure the assistant's timing from one file.
 
-The playback machinery (`SampleRing`, `PlaybackQueue`) also serves the PyAudio
-speaker, so both sinks share their backpressure, flush and drain semantics.
+The playback ring (`hardware.playback`) also serves the PyAudio speaker, so
+both sinks share their backpressure, flush and drain semantics; WAV decoding
+and encoding live in `hardware.wav_io`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import struct
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,74 +24,10 @@ import numpy as np
 import soxr
 
 from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
+from hardware.playback import PlaybackQueue, as_mono_int16
+from hardware.wav_io import _PcmWavWriter, read_wav  # read_wav: re-exported for callers
 
 _LOG = logging.getLogger(__name__)
-
-_HEALTH_POLL_S = 0.2
-"""How often a waiting writer re-checks the device even without progress news."""
-
-_WAVE_PCM = 1
-_WAVE_FLOAT = 3
-_WAVE_EXTENSIBLE = 0xFFFE
-_HEADER_BYTES = 44
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """The first channel of a WAV file as int16, and its sample rate.
-
-    Accepts integer PCM (8, 16, 24, 32 bit), IEEE float (32, 64 bit) and the
-    extensible header; the `wave` module of Python 3.11 knows only the first.
-    """
-    raw = Path(path).read_bytes()
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        raise ValueError(f"{path}: not a RIFF/WAVE file")
-    fmt, data = _chunks(raw, path)
-    tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
-    if tag == _WAVE_EXTENSIBLE and len(fmt) >= 26:
-        tag = int.from_bytes(fmt[24:26], "little")  # first bytes of the subformat GUID
-    if channels < 1 or block_align < channels or rate <= 0:
-        raise ValueError(f"{path}: inconsistent fmt chunk ({channels} ch, {rate} Hz)")
-    width = block_align // channels
-    frames = len(data) // block_align
-    pcm = np.frombuffer(data[: frames * block_align], dtype=np.uint8)
-    return _decode(pcm.reshape(frames, channels, width)[:, 0, :], tag, bits, path), rate
-
-
-def _chunks(raw: bytes, path: str | Path) -> tuple[bytes, bytes]:
-    fmt: bytes | None = None
-    pos = 12
-    while pos + 8 <= len(raw):
-        chunk_id = raw[pos : pos + 4]
-        size = int.from_bytes(raw[pos + 4 : pos + 8], "little")
-        # Slicing clamps streamed headers (size 0x7fffffff) to what the file holds.
-        body = raw[pos + 8 : pos + 8 + size]
-        if chunk_id == b"fmt ":
-            fmt = body
-        elif chunk_id == b"data":
-            if fmt is None or len(fmt) < 16:
-                raise ValueError(f"{path}: data chunk before a valid fmt chunk")
-            return fmt, body
-        pos += 8 + size + (size & 1)
-    raise ValueError(f"{path}: no data chunk")
-
-
-def _decode(first: np.ndarray, tag: int, bits: int, path: str | Path) -> np.ndarray:
-    """Bytes of one channel, shape (frames, width), to int16."""
-    flat = np.ascontiguousarray(first).reshape(-1)
-    if tag == _WAVE_PCM and bits == 8:
-        return ((flat.astype(np.int16) - 128) << 8).astype(np.int16)
-    if tag == _WAVE_PCM and bits == 16:
-        return flat.view("<i2").astype(np.int16)
-    if tag == _WAVE_PCM and bits == 24:
-        padded = np.zeros((len(first), 4), dtype=np.uint8)
-        padded[:, 1:] = first
-        return (padded.reshape(-1).view("<i4") >> 16).astype(np.int16)
-    if tag == _WAVE_PCM and bits == 32:
-        return (flat.view("<i4") >> 16).astype(np.int16)
-    if tag == _WAVE_FLOAT and bits in (32, 64):
-        values = flat.view("<f4" if bits == 32 else "<f8")
-        return np.clip(np.round(values * 32767.0), -32768, 32767).astype(np.int16)
-    raise ValueError(f"{path}: unsupported WAV encoding (format tag {tag}, {bits} bit)")
 
 
 class WavFileSource:
@@ -178,189 +112,6 @@ class WavFileSource:
 
     async def close(self) -> None:
         self._closed = True
-
-
-class SampleRing:
-    """Fixed-capacity FIFO of int16 samples, shared by a writer and a reader thread."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity <= 0:
-            raise ValueError("ring capacity must be positive")
-        self._buf = np.zeros(capacity, dtype=np.int16)
-        self._start = 0
-        self._size = 0
-        # Held only for the copies: a PortAudio callback must never wait long.
-        self._lock = threading.Lock()
-
-    @property
-    def capacity(self) -> int:
-        return len(self._buf)
-
-    @property
-    def free(self) -> int:
-        return len(self._buf) - self._size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def write(self, samples: np.ndarray) -> int:
-        """Append as many of `samples` as fit; returns how many."""
-        cap = len(self._buf)
-        with self._lock:
-            n = min(len(samples), cap - self._size)
-            end = (self._start + self._size) % cap
-            first = min(n, cap - end)
-            self._buf[end : end + first] = samples[:first]
-            self._buf[: n - first] = samples[first:n]
-            self._size += n
-        return n
-
-    def read_into(self, out: np.ndarray) -> int:
-        """Move up to len(out) samples into the front of `out`; returns how many."""
-        cap = len(self._buf)
-        with self._lock:
-            n = min(len(out), self._size)
-            first = min(n, cap - self._start)
-            out[:first] = self._buf[self._start : self._start + first]
-            out[first:n] = self._buf[: n - first]
-            self._start = (self._start + n) % cap
-            self._size -= n
-        return n
-
-    def clear(self) -> int:
-        """Drop everything; returns how many samples were dropped."""
-        with self._lock:
-            dropped = self._size
-            self._start = 0
-            self._size = 0
-        return dropped
-
-
-class PlaybackQueue:
-    """The buffer between `play()` and a device that pulls one period at a time.
-
-    Writers (`put`, `drain`, `flush`) run on the event loop; `pull` runs in the
-    device's context: the PortAudio thread (`threaded=True`) or a loop task.
-    """
-
-    def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop, *, threaded: bool) -> None:
-        self._ring = SampleRing(capacity)
-        self._loop = loop
-        self._threaded = threaded
-        self._progress = asyncio.Event()
-        self._waiters = 0
-        self._generation = 0
-        self._busy = False
-        self._dry = True
-        self._flushed = False
-        self._draining = 0
-        self.underruns = 0
-        """Times the ring ran dry mid-playback, i.e. not explained by flush() or drain()."""
-
-    @property
-    def capacity(self) -> int:
-        return self._ring.capacity
-
-    @property
-    def queued(self) -> int:
-        """Samples waiting in the ring."""
-        return len(self._ring)
-
-    @property
-    def is_playing(self) -> bool:
-        # _busy covers the period that took the last samples: it is still with the device.
-        return len(self._ring) > 0 or self._busy
-
-    def pull(self, out: np.ndarray) -> int:
-        """Fill `out` from the ring, silence for what is missing; returns the real samples."""
-        n = self._ring.read_into(out)
-        out[n:] = 0
-        dry = n < len(out)
-        excused = self._flushed or self._draining > 0
-        self._flushed = False
-        if dry and not self._dry and not excused:
-            self.underruns += 1
-        self._dry = dry
-        self._busy = n > 0
-        # A waiter registers before checking its condition, so a pull that sees
-        # no waiter happened before that check and cannot be missed.
-        if self._waiters:
-            self._wake()
-        return n
-
-    def _wake(self) -> None:
-        if not self._threaded:
-            self._progress.set()
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._progress.set)
-        except RuntimeError:
-            _LOG.debug("playback progress after the event loop closed; nobody is waiting")
-
-    async def put(self, samples: np.ndarray, timeout: float, check: Callable[[], None]) -> None:
-        """Queue all of `samples`, waiting for room; a flush meanwhile drops the rest.
-
-        `timeout` bounds each wait for room (a stalled device), not the whole
-        call: a long clip legitimately takes as long as it plays.
-        """
-        check()
-        generation = self._generation
-        done = self._ring.write(samples)
-        while done < len(samples):
-            await self._wait(
-                lambda: self._ring.free > 0 or self._generation != generation,
-                timeout,
-                check,
-                f"playback buffer stayed full for {timeout:.2f} s",
-            )
-            if self._generation != generation:
-                return
-            done += self._ring.write(samples[done:])
-
-    async def drain(self, timeout: float, check: Callable[[], None]) -> None:
-        """Wait until the ring is empty and its last period went to the device."""
-        self._draining += 1
-        try:
-            await self._wait(
-                lambda: not self.is_playing,
-                timeout,
-                check,
-                f"playback did not finish within {timeout:.2f} s",
-            )
-        finally:
-            self._draining -= 1
-
-    def flush(self) -> int:
-        """Drop all queued audio (and what waiting put() calls still hold)."""
-        dropped = self._ring.clear()
-        self._generation += 1
-        self._flushed = True
-        self._progress.set()
-        return dropped
-
-    async def _wait(
-        self, ready: Callable[[], bool], timeout: float, check: Callable[[], None], message: str
-    ) -> None:
-        deadline = self._loop.time() + timeout
-        self._waiters += 1
-        try:
-            while not ready():
-                check()
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
-                    raise TimeoutError(message)
-                # Cleared and awaited with no await in between, and every set()
-                # runs on this loop: a pull after the check still wakes us.
-                self._progress.clear()
-                # A quiet poll interval is not an error: loop to re-check the
-                # device's health and the deadline.
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for can
-                # swallow a cancellation that races with the event being set.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(remaining, _HEALTH_POLL_S)):
-                        await self._progress.wait()
-        finally:
-            self._waiters -= 1
 
 
 class WavFileSink:
@@ -513,71 +264,3 @@ class WavFileSink:
             # reaches the end of what is written.
             wake = self._t0 + self._file.frames / self._rate
             await asyncio.sleep(max(0.0, wake - self._clock()))
-
-
-def as_mono_int16(samples: np.ndarray) -> np.ndarray:
-    """`samples` as a sink accepts them, or TypeError/ValueError saying what is wrong."""
-    array = np.asarray(samples)
-    if array.ndim != 1:
-        raise ValueError(f"expected mono samples (one dimension), got shape {array.shape}")
-    if array.dtype != np.int16:
-        raise TypeError(f"expected int16 samples, got {array.dtype}")
-    return array
-
-
-class _PcmWavWriter:
-    """A mono 16-bit WAV written incrementally; the header is fixed on close."""
-
-    def __init__(self, path: Path, rate: int, *, resume: bool = False) -> None:
-        self._rate = rate
-        if resume:
-            # Reopened after close(): keep what was written; the time the sink
-            # was closed is filled with silence by the next catch-up.
-            self._file = path.open("r+b")
-            self.frames = max(0, self._file.seek(0, 2) - _HEADER_BYTES) // 2
-        else:
-            self._file = path.open("w+b")
-            self.frames = 0
-        self._write_header()
-
-    def append(self, samples: np.ndarray) -> None:
-        self._file.write(samples.astype("<i2", copy=False).tobytes())
-        self.frames += len(samples)
-
-    def shift(self, samples: int) -> None:
-        """Prepend `samples` of silence (> 0) or cut that many from the front (< 0)."""
-        self._file.seek(_HEADER_BYTES)
-        data = self._file.read()
-        data = bytes(2 * samples) + data if samples > 0 else data[-2 * samples :]
-        self._file.seek(_HEADER_BYTES)
-        self._file.truncate()
-        self._file.write(data)
-        self.frames = len(data) // 2
-
-    def close(self) -> None:
-        try:
-            self._write_header()
-        finally:
-            self._file.close()
-
-    def _write_header(self) -> None:
-        data_bytes = 2 * self.frames
-        header = struct.pack(
-            "<4sI4s4sIHHIIHH4sI",
-            b"RIFF",
-            36 + data_bytes,
-            b"WAVE",
-            b"fmt ",
-            16,
-            _WAVE_PCM,
-            1,
-            self._rate,
-            2 * self._rate,
-            2,
-            16,
-            b"data",
-            data_bytes,
-        )
-        self._file.seek(0)
-        self._file.write(header)
-        self._file.seek(0, 2)

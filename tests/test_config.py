@@ -27,7 +27,10 @@ def test_example_config_documents_every_key_with_its_default() -> None:
         for f in dataclasses.fields(group):
             assert f.name in example[section.name], f"{section.name}.{f.name} not documented"
             documented = example[section.name][f.name]
-            assert documented == getattr(group, f.name), f"{section.name}.{f.name} default"
+            default = getattr(group, f.name)
+            if isinstance(default, tuple):
+                default = list(default)  # TOML has arrays, not tuples
+            assert documented == default, f"{section.name}.{f.name} default"
     assert load_config(EXAMPLE, environ={}) == defaults
 
 
@@ -54,6 +57,21 @@ def test_secret_never_shows() -> None:
         assert "very-secret" not in text
     error = ConfigError("dify.api_key", settings.dify.api_key.reveal(), "is refused")
     assert "very-secret" not in str(error)
+
+
+def test_lists_from_environment_and_local_openai_names() -> None:
+    settings = load_config(
+        None,
+        environ={
+            "VA_PROVIDERS_TTS_FALLBACK": "openai, convai",
+            "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1",
+            "VA_OPENAI_TTS_MODEL": "kokoro",
+            "VA_OPENAI_VOICE": "af_sky",
+        },
+    )
+    assert settings.providers.tts_fallback == ("openai", "convai")
+    # A local OpenAI-compatible server names its own models and voices.
+    assert (settings.openai.tts_model, settings.openai.voice) == ("kokoro", "af_sky")
 
 
 def test_key_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -86,6 +104,15 @@ def test_key_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         ("[vad]\npreroll_ms = 310", "vad.preroll_ms", "multiple of frame_ms"),
         ("[speech]\nmin_sentence_chars = 500", "speech.min_sentence_chars", "between"),
         ("vad = 3", "vad", "must be a table"),
+        ("[providers]\ntts = 'polly'", "providers.tts", "dify, dify-stream, openai, convai"),
+        ("[providers]\ntts_fallback = ['openai', 'x']", "providers.tts_fallback", "'x' is not"),
+        ("[providers]\nstt_fallback = 'openai'", "providers.stt_fallback", "list of strings"),
+        ("[openai]\nspeed = 5.0", "openai.speed", "between 0.25 and 4"),
+        ("[openai]\nresponse_format = 'ogg'", "openai.response_format", "mp3, opus"),
+        ("[openai]\nvoice = 'verse'", "openai.voice", "tts-1 offers alloy"),
+        ("[openai]\nstt_model = 'whisper-2'", "openai.stt_model", "whisper-1"),
+        ("[convai]\nencoding = 'ogg'", "convai.encoding", "wav, mp3"),
+        ("[dify]\napp = 'agent'", "dify.app", "completion, chat"),
         ("[vad\n", "--config", "not valid TOML"),
     ],
 )
