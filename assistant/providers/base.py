@@ -55,6 +55,15 @@ class Delta:
     """Text to append to the answer so far."""
     replace: str | None = None
     """When set, the whole answer so far is replaced by this (Dify output moderation)."""
+    audio: bytes = b""
+    """Encoded speech carried by the answer stream itself (Dify `tts_message`), decoded
+    from base64 event by event; the pieces are not frame-aligned."""
+    audio_type: str | None = None
+    """Content type of `audio` when the service says (newer Dify); None = sniff it."""
+    audio_done: bool = False
+    """The stream's own speech is complete (Dify `tts_message_end`)."""
+    message_id: str | None = None
+    """The answer's id, once known (for /text-to-audio with `message_id`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +86,14 @@ class Completion(Protocol):
     async def stop(self) -> None:
         """Ask the service to stop the answer in flight (a cancelled turn); never raises."""
 
+    def reset_conversation(self) -> None:
+        """Forget the conversation so far (chat apps); a no-op for stateless apps."""
+
 
 class TextToSpeech(Protocol):
     def stream(self, text: str) -> AsyncIterator[AudioChunk]:
-        """Encoded speech for `text`, chunk by chunk; raises ServiceError."""
+        """Encoded speech for `text`, chunk by chunk; raises ServiceError.
+
+        Providers whose bodies carry no reliable type (raw pcm) set `content_type`
+        on every chunk to what they asked for, e.g. `audio/pcm;rate=24000`.
+        """

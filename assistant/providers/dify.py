@@ -168,6 +168,9 @@ class DifyCompletion:
             raise ServiceError(SERVICE, "completion", "malformed_response", "no `answer`")
         return answer
 
+    def reset_conversation(self) -> None:
+        """A Text Generator app keeps no conversation."""
+
     async def stop(self) -> None:
         task_id, self._task_id = self._task_id, None
         if not task_id:
