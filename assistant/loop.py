@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from assistant.aio import cancel_and_wait
 from assistant.audio.earcons import error_earcon
 from assistant.audio.endpointer import (
@@ -23,9 +25,12 @@ from assistant.audio.endpointer import (
     UtteranceDropped,
     UtteranceEnded,
 )
+from assistant.audio.espeak import EspeakError, synthesize_async
+from assistant.audio.resample import resample_once
 from assistant.events import EventBus
 from assistant.failures import describe_failure
 from assistant.settings import Settings, Trigger
+from assistant.spoken_errors import message_for
 from assistant.states import State
 from assistant.turn import Stages, Turn
 from hardware.buttons import TalkButton
@@ -221,7 +226,8 @@ class VoiceLoop:
     async def _report_failure(self, exc: BaseException) -> None:
         failure = describe_failure(exc)
         self._set_state(State.ERROR)
-        self._bus.publish("error", turn=self._turns, **failure)
+        spoken = message_for(failure)
+        self._bus.publish("error", turn=self._turns, spoken=spoken, **failure)
         log.error(
             "turn %d failed in %s: %s: %s",
             self._turns,
@@ -232,9 +238,19 @@ class VoiceLoop:
         self._sink.flush()
         try:
             await self._sink.play(
-                error_earcon(self._sink.sample_rate), timeout=self._settings.audio.device_timeout_s
+                await self._offline_voice(spoken), timeout=self._settings.audio.device_timeout_s
             )
-            await self._sink.drain(timeout=self._settings.audio.device_timeout_s + 1.0)
+            await self._sink.drain(timeout=self._settings.audio.playback_buffer_s + 5.0)
         except (DeviceError, TimeoutError) as device_exc:
             log.error("speaker failed while reporting an error: %s", device_exc)
             await self._reopen_devices()
+
+    async def _offline_voice(self, sentence: str) -> np.ndarray:
+        """The sentence in the device's own espeak-ng voice; the error tone if even that fails."""
+        rate = self._sink.sample_rate
+        try:
+            speech = await synthesize_async(sentence, voice=self._settings.assistant.language)
+        except EspeakError as exc:
+            log.error("offline voice unavailable (%s); playing the error tone", exc)
+            return error_earcon(rate)
+        return resample_once(speech.samples, speech.sample_rate, rate)

@@ -135,7 +135,13 @@ async def test_failed_turn_is_reported_and_the_next_succeeds(
     )
     mic, speaker, events_path = tmp_path / "q.wav", tmp_path / "a.wav", tmp_path / "e.jsonl"
     _write_mic(
-        mic, silence(300), speech_16k(QUESTION), silence(1500), speech_16k(SECOND), silence(800)
+        # Room after the first question for the spoken error message.
+        mic,
+        silence(300),
+        speech_16k(QUESTION),
+        silence(6000),
+        speech_16k(SECOND),
+        silence(800),
     )
     await run_assistant(_settings(server), RunOptions(mic, speaker, events_path))
     events = _events(events_path)
@@ -144,6 +150,7 @@ async def test_failed_turn_is_reported_and_the_next_succeeds(
     assert errors[0]["service"] == "dify"
     assert errors[0]["stage"] == "completion"
     assert errors[0]["code"] == "provider_quota_exceeded"
+    assert errors[0]["spoken"] == "Sorry, I could not get an answer from the assistant service."
     assert [e["text"] for e in events if e["kind"] == "transcript"] == [QUESTION, SECOND]
     assert [e["text"] for e in events if e["kind"] == "answer"] == [reply_for(SECOND)]
     assert "error" in [e["state"] for e in events if e["kind"] == "state"]
