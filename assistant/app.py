@@ -13,9 +13,9 @@ from pathlib import Path
 from assistant.events import Event, EventBus, JsonlWriter
 from assistant.loop import VoiceLoop
 from assistant.providers.base import ServiceError
-from assistant.providers.dify import DifyClient, DifyCompletion, DifySpeechToText, DifyTextToSpeech
+from assistant.providers.dify import DifyClient
+from assistant.providers.factory import build_stages
 from assistant.settings import Secret, Settings, Trigger
-from assistant.turn import Stages
 from hardware.interfaces import AudioSink, AudioSource
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _timeline_aligner(source: AudioSource, sink: AudioSink) -> Callable[[], None
 
 
 @contextlib.asynccontextmanager
-async def _local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
+async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
     """With no API key, run against the bundled dev server: the demo needs no account."""
     if settings.dify.api_key:
         yield settings
@@ -134,14 +134,13 @@ async def run_assistant(
     if writer is not None:
         bus.add_listener(writer)
     try:
-        async with _local_server_if_needed(settings) as live:
-            client = DifyClient(live.dify, live.http, live.assistant.user)
+        async with (
+            local_server_if_needed(settings) as live,
+            build_stages(live) as (stages, dify),
+        ):
             button = None
             try:
-                await _warm_up(client, bus)
-                stages = Stages(
-                    DifySpeechToText(client), DifyCompletion(client), DifyTextToSpeech(client)
-                )
+                await _warm_up(dify, bus)
                 if live.assistant.trigger is Trigger.PUSH_TO_TALK:
                     from hardware.buttons import TalkButton
 
@@ -154,7 +153,6 @@ async def run_assistant(
             finally:
                 if button is not None:
                     button.close()
-                await client.aclose()
     finally:
         if writer is not None:
             writer.close()

@@ -1,4 +1,4 @@
-"""`voice-assistant run | demo | devserver`."""
+"""`voice-assistant run | demo | voices | devserver`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--config", type=Path)
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where file mode writes")
+
+    voices = commands.add_parser("voices", help="list the voices a TTS provider offers")
+    voices.add_argument("--provider", choices=("dify", "openai", "convai"), required=True)
+    voices.add_argument("--config", type=Path)
 
     dev = commands.add_parser("devserver", help="serve the Dify-compatible dev server")
     dev.add_argument("--host", default="127.0.0.1")
@@ -77,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_config(_config_path(args.config))
+        if args.command == "voices":
+            from assistant.voices import list_voices
+
+            return list_voices(args.provider, settings)
         if args.command == "run":
             from assistant.app import RunOptions, run_assistant
 

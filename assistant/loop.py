@@ -74,6 +74,7 @@ class VoiceLoop:
         self._state = State.IDLE
         self._turns = 0
         self._input_ended = False
+        self._pressed_at: float | None = None
 
     @property
     def state(self) -> State:
@@ -167,15 +168,25 @@ class VoiceLoop:
 
         Edges are timestamped in gpiozero's thread, so handling them once per
         block (20 ms) still cuts the utterance at the true press and release.
+        A long press with no speech in it starts a new conversation.
         """
         assert self._button is not None
         events: list[EndpointEvent] = []
         for edge in self._button.pending_events():
             if edge.kind == "pressed" and not self._endpointer.in_utterance:
+                self._pressed_at = edge.t
                 self._endpointer.begin_manual(edge.t)
                 self._set_state(State.LISTENING)
             elif edge.kind == "released":
                 ended = self._endpointer.end_manual(edge.t)
+                held = edge.t - self._pressed_at if self._pressed_at is not None else 0.0
+                self._pressed_at = None
+                if (
+                    isinstance(ended, UtteranceDropped)
+                    and held >= self._settings.button.long_press_s
+                ):
+                    self._stages.completion.reset_conversation()
+                    self._bus.publish("conversation_reset", reason="long_press")
                 if ended is not None:
                     events.append(ended)
         return events

@@ -1,15 +1,18 @@
-"""Sentences in, sound out: synthesis ahead of playback, playback in order.
+"""Sentences (or ready-made speech streams) in, sound out, in order.
 
 Each sentence gets its own synthesis task the moment it is complete (at most
 `tts_prefetch` ahead of the one playing), so sentence n+1 is being
 synthesised while sentence n plays. Audio is decoded and resampled chunk by
-chunk and handed to the speaker from the first decoded chunk.
+chunk and handed to the speaker from the first decoded chunk. A speech stream
+that needs no synthesis (Dify's in-stream `tts_message` audio, a whole answer
+by `message_id`) takes the same path, as one item.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,10 +20,17 @@ from assistant.audio.decoders import PcmChunk, SniffingDecoder
 from assistant.audio.resample import StreamResampler
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
-from assistant.providers.base import TextToSpeech
+from assistant.providers.base import AudioChunk, TextToSpeech
 from hardware.interfaces import AudioSink
 
 _END = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    chunks: AsyncIterator[AudioChunk]
+    service: str
+    timeout_s: float
 
 
 class SpeechOut:
@@ -43,7 +53,7 @@ class SpeechOut:
         self._play_timeout_s = play_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._on_first_audio = on_first_audio
-        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._items: asyncio.Queue[_Item | None] = asyncio.Queue()
         # Bounded: this is what limits how far synthesis runs ahead of playback.
         self._playlist: asyncio.Queue[asyncio.Queue[np.ndarray | None] | None] = asyncio.Queue(
             maxsize=prefetch
@@ -51,14 +61,23 @@ class SpeechOut:
         self._synth_tasks: set[asyncio.Task[None]] = set()
 
     def say(self, sentence: str) -> None:
-        self._sentences.put_nowait(sentence)
+        """Synthesise `sentence` with the TTS provider and play it after what is queued."""
+        self._items.put_nowait(
+            _Item(self._tts.stream(sentence), service_name(self._tts), self._tts_timeout_s)
+        )
+
+    def play_stream(
+        self, chunks: AsyncIterator[AudioChunk], service: str, timeout_s: float
+    ) -> None:
+        """Play an already-encoded speech stream after what is queued."""
+        self._items.put_nowait(_Item(chunks, service, timeout_s))
 
     def finish(self) -> None:
-        """No more sentences will come."""
-        self._sentences.put_nowait(_END)
+        """Nothing more will be said."""
+        self._items.put_nowait(_END)
 
     async def run(self) -> None:
-        """Play every sentence said, in order, until finish(); raises the first failure."""
+        """Play everything said, in order, until finish(); raises the first failure."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._dispatch(group))
@@ -68,15 +87,15 @@ class SpeechOut:
                 task.cancel()
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
-        while (sentence := await self._sentences.get()) is not _END:
+        while (item := await self._items.get()) is not _END:
             pcm: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
             await self._playlist.put(pcm)
-            task = group.create_task(self._synthesise(sentence, pcm))
+            task = group.create_task(self._decode(item, pcm))
             self._synth_tasks.add(task)
             task.add_done_callback(self._synth_tasks.discard)
         await self._playlist.put(_END)
 
-    async def _synthesise(self, sentence: str, out: asyncio.Queue[np.ndarray | None]) -> None:
+    async def _decode(self, item: _Item, out: asyncio.Queue[np.ndarray | None]) -> None:
         decoder: SniffingDecoder | None = None
         resampler: StreamResampler | None = None
         rate = self._sink.sample_rate
@@ -90,14 +109,17 @@ class SpeechOut:
                 if len(samples):
                     out.put_nowait(samples)
 
-        async with stage_timeout(service_name(self._tts), "tts", self._tts_timeout_s):
-            async for piece in self._tts.stream(sentence):
-                self._marks.mark("first_tts_byte")
-                if decoder is None:
-                    # Sniffs the first bytes too: services mislabel bodies (older
-                    # Dify calls everything audio/mpeg), and a first chunk may be tiny.
-                    decoder = SniffingDecoder(piece.content_type)
-                emit(decoder.feed(piece.data))
+        try:
+            async with stage_timeout(item.service, "tts", item.timeout_s):
+                async for piece in item.chunks:
+                    self._marks.mark("first_tts_byte")
+                    if decoder is None:
+                        # Sniffs the first bytes too: services mislabel bodies (older
+                        # Dify calls everything audio/mpeg), and a first chunk may be tiny.
+                        decoder = SniffingDecoder(piece.content_type)
+                    emit(decoder.feed(piece.data))
+        finally:
+            await item.chunks.aclose()  # type: ignore[attr-defined]
         if decoder is not None:
             emit(decoder.close())
         if resampler is not None:

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 from assistant.audio.endpointer import Utterance
 from assistant.events import EventBus
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
-from assistant.providers.base import Completion, SpeechInput, SpeechToText, TextToSpeech
+from assistant.providers.base import (
+    AudioChunk,
+    Completion,
+    ServiceError,
+    SpeechInput,
+    SpeechToText,
+    TextToSpeech,
+)
 from assistant.settings import Settings
 from assistant.speech_out import SpeechOut
 from assistant.states import State
@@ -25,11 +34,50 @@ from hardware.interfaces import CAPTURE_RATE, AudioSink
 log = logging.getLogger(__name__)
 
 
+class SpeechSource(StrEnum):
+    SENTENCES = "sentences"
+    """Each sentence goes to the TTS provider as soon as it is complete."""
+    ANSWER_STREAM = "answer_stream"
+    """The answer stream carries its own speech (Dify `tts_message`); sentences are
+    synthesised only if it carries none."""
+    MESSAGE_ID = "message_id"
+    """The whole answer is spoken by Dify from its `message_id` once it is complete."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stages:
     stt: SpeechToText
     completion: Completion
     tts: TextToSpeech
+    """Sentence synthesis, usually a fallback chain ending in the local voice."""
+    speech_source: SpeechSource = SpeechSource.SENTENCES
+    message_tts: MessageSpeech | None = None
+    """Dify /text-to-audio by message_id; needed for SpeechSource.MESSAGE_ID."""
+
+
+class MessageSpeech(Protocol):
+    def stream(self, text: str, message_id: str | None = None) -> AsyncIterator[AudioChunk]: ...
+
+
+class _AudioFeed:
+    """Audio pieces pushed from the answer stream, pulled by the player."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, chunk: AudioChunk) -> None:
+        if not self.closed:
+            self._queue.put_nowait(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(None)
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        while (chunk := await self._queue.get()) is not None:
+            yield chunk
 
 
 class Turn:
@@ -98,38 +146,82 @@ class Turn:
             raise
 
     async def _write(self, query: str, group: asyncio.TaskGroup) -> None:
+        source = self._stages.speech_source
         speech = self._speech_out()
         speaking = group.create_task(speech.run())
         chunker = SentenceChunker.from_settings(self._settings.speech)
         answer = ""
+        held: list[str] = []  # sentences not sent to TTS (the answer brings its own speech)
+        feed: _AudioFeed | None = None
+        message_id: str | None = None
         completion = self._stages.completion
-        async with stage_timeout(
-            service_name(completion), "completion", self._settings.http.completion_timeout_s
-        ):
+        timeout_s = self._settings.http.completion_timeout_s
+        async with stage_timeout(service_name(completion), "completion", timeout_s):
             async for delta in completion.stream(query):
+                message_id = delta.message_id or message_id
+                if delta.audio or delta.audio_done:
+                    if source is SpeechSource.ANSWER_STREAM:
+                        if feed is None:
+                            feed = _AudioFeed()
+                            speech.play_stream(feed.chunks(), service_name(completion), timeout_s)
+                        if delta.audio:
+                            feed.put(AudioChunk(delta.audio, delta.audio_type or "audio/mpeg"))
+                        if delta.audio_done:
+                            feed.close()
+                    continue
                 self.marks.mark("first_token")
                 if delta.replace is not None:
                     # Moderation replaced the answer: stop saying the old one
                     # at once and say the replacement instead.
                     speaking.cancel()
                     self._sink.flush()
-                    answer = delta.replace
+                    answer, held = delta.replace, []
                     self._bus.publish("answer_replaced", turn=self.marks.turn, text=answer)
                     speech = self._speech_out()
                     speaking = group.create_task(speech.run())
                     chunker = SentenceChunker.from_settings(self._settings.speech)
                     for sentence in chunker.feed(answer):
-                        self._say(speech, sentence)
+                        self._sentence(speech, sentence, held)
                     continue
                 answer += delta.text
                 for sentence in chunker.feed(delta.text):
-                    self._say(speech, sentence)
+                    self._sentence(speech, sentence, held)
         for sentence in chunker.flush():
-            self._say(speech, sentence)
-        speech.finish()
+            self._sentence(speech, sentence, held)
         self._bus.publish("answer", turn=self.marks.turn, text=answer)
+        if feed is not None:
+            feed.close()
+        elif source is SpeechSource.MESSAGE_ID and message_id and answer:
+            speech.play_stream(
+                self._message_audio(message_id, answer),
+                service_name(completion),
+                self._settings.http.tts_timeout_s,
+            )
+        else:
+            # No speech came with the answer (the app's auto-play is off, or no
+            # message id): say it sentence by sentence after all.
+            for sentence in held:
+                speech.say(sentence)
+        speech.finish()
 
-    def _say(self, speech: SpeechOut, sentence: str) -> None:
+    def _sentence(self, speech: SpeechOut, sentence: str, held: list[str]) -> None:
         self.marks.mark("first_sentence")
         self._bus.publish("sentence", turn=self.marks.turn, text=sentence)
-        speech.say(sentence)
+        if self._stages.speech_source is SpeechSource.SENTENCES:
+            speech.say(sentence)
+        else:
+            held.append(sentence)
+
+    async def _message_audio(self, message_id: str, answer: str) -> AsyncIterator[AudioChunk]:
+        """Dify speaks its stored answer; an unknown id (`200 null`) falls back to the text."""
+        assert self._stages.message_tts is not None
+        try:
+            async for chunk in self._stages.message_tts.stream(answer, message_id=message_id):
+                yield chunk
+            return
+        except ServiceError as exc:
+            if exc.code != "no_audio":
+                raise
+            log.warning("Dify has no audio for message %s; speaking the text", message_id)
+        async for chunk in self._stages.tts.stream(answer):
+            yield chunk

@@ -25,8 +25,8 @@ PERIOD_MS = 20
 PERIOD = SINK_RATE * PERIOD_MS // 1000
 LOUD = 3000
 """|sample| above this is the test tone, below it silence."""
-WAKE_SLACK_S = 0.03
-"""How late an asyncio timer may fire on a busy CI machine."""
+WAKE_SLACK_S = 0.1
+"""How late an asyncio timer may fire on a loaded 2-core CI machine ("not early" is strict)."""
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:

@@ -12,8 +12,11 @@ from assistant.aio import cancel_and_wait
 from assistant.devserver.control import add_control_routes
 from assistant.devserver.middleware import API_PREFIX, dify_middleware
 from assistant.devserver.options import DevServerOptions
+from assistant.devserver.routes_chat import add_chat_routes
 from assistant.devserver.routes_completion import completion_messages, stop_completion
+from assistant.devserver.routes_convai import add_convai_routes
 from assistant.devserver.routes_info import parameters
+from assistant.devserver.routes_openai import add_openai_routes
 from assistant.devserver.routes_stt import FILE_SIZE_LIMIT, audio_to_text
 from assistant.devserver.routes_tts import text_to_audio
 from assistant.devserver.state import STATE_KEY, DevServerState
@@ -56,8 +59,11 @@ def build_app(options: DevServerOptions | None = None) -> web.Application:
         stop_completion,
         name="completion-messages-stop",
     )
+    add_chat_routes(router)
     router.add_post(f"{API_PREFIX}/text-to-audio", text_to_audio, name="text-to-audio")
     router.add_get(f"{API_PREFIX}/parameters", parameters, name="parameters")
     add_control_routes(app)
+    add_convai_routes(app)  # /tts/...: Convai's API, outside the Dify middleware's /v1
+    add_openai_routes(app)  # /v1/audio/..., /v1/chat/...: OpenAI's API and errors
     app.cleanup_ctx.append(_warm_up_phrases)
     return app

@@ -21,10 +21,19 @@ FAULT_ENDPOINTS: tuple[str, ...] = (
     "audio-to-text",
     "completion-messages",
     "completion-messages-stop",
+    "chat-messages",
+    "chat-messages-stop",
     "text-to-audio",
     "parameters",
+    "convai-tts",
+    "convai-voices",
+    "convai-languages",
+    "audio-transcriptions",
+    "audio-speech",
+    "chat-completions",
 )
-"""Route names a fault can target (`completion-messages-stop` is the stop call)."""
+"""Route names a fault can target (`completion-messages-stop` is the stop call; `convai-*`
+are the Convai routes `/tts/`, `/tts/get_available_voices`, `/tts/get_available_languages`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +42,8 @@ class Fault:
     """One of FAULT_ENDPOINTS."""
     status: int = 500
     body: Any = None
-    """A JSON value (sent as JSON), a str (sent as it is) or None (Dify's 500 envelope)."""
+    """A JSON value (sent as JSON), str or bytes (sent as they are) or None (Dify's 500
+    envelope)."""
     content_type: str = ""
     """"" = application/json for JSON bodies, text/plain for strings."""
     count: int = 1
@@ -71,10 +81,10 @@ class Fault:
                 "message": INTERNAL_ERROR_MESSAGE,
                 "status": self.status,
             }
-        if isinstance(body, str):
+        if isinstance(body, str | bytes):
             return web.Response(
                 status=self.status,
-                body=body.encode(),
+                body=body.encode() if isinstance(body, str) else body,
                 content_type=self.content_type or "text/plain",
             )
         return web.Response(

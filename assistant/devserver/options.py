@@ -15,6 +15,7 @@ LATENCY_FIELDS: tuple[str, ...] = (
     "tts_first_byte_ms",
     "tts_speed",
     "ping_interval_s",
+    "stream_tts",
 )
 """The fields `PUT /_dev/latency` may change while the server runs."""
 
@@ -36,6 +37,9 @@ class DevServerOptions:
     0 = as fast as possible."""
     ping_interval_s: float = 10.0
     """SSE keep-alive period (Dify sends `event: ping` every 10 s)."""
+    stream_tts: bool = False
+    """Text-to-speech auto-play: answer streams end with the answer's speech as
+    `tts_message` events after `message_end`, and /parameters says autoPlay "enabled"."""
     tts_chunk_bytes: int = 1024
     """Size of each chunk of the audio body (Dify's OpenAI plugin sends 1024-byte chunks)."""
     voice: str = "en"

@@ -10,8 +10,8 @@ from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY
 
 
-def app_parameters(voice: str) -> dict[str, Any]:
-    """A Text Generator app with speech in and out, no inputs, no auto-play."""
+def app_parameters(voice: str, auto_play: bool = False) -> dict[str, Any]:
+    """A Text Generator app with speech in and out, no inputs; auto-play if `auto_play`."""
     disabled = {"enabled": False}
     return {
         "opening_statement": "",
@@ -22,9 +22,9 @@ def app_parameters(voice: str) -> dict[str, Any]:
             "enabled": True,
             "voice": voice,
             "language": "en-US",
-            # "enabled" would make Dify add tts_message events to the stream; the
-            # assistant asks /text-to-audio per sentence instead.
-            "autoPlay": "disabled",
+            # "enabled" makes Dify add tts_message events to answer streams (the
+            # `stream_tts` option); otherwise clients ask /text-to-audio per sentence.
+            "autoPlay": "enabled" if auto_play else "disabled",
         },
         "retriever_resource": dict(disabled),
         "annotation_reply": dict(disabled),
@@ -50,4 +50,5 @@ def app_parameters(voice: str) -> dict[str, Any]:
 
 
 async def parameters(request: web.Request) -> web.Response:
-    return json_response(app_parameters(request.app[STATE_KEY].options.voice))
+    options = request.app[STATE_KEY].options
+    return json_response(app_parameters(options.voice, options.stream_tts))

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
+from assistant.devserver.conversations import Conversation
 from assistant.devserver.faults import FaultBook
 from assistant.devserver.options import LATENCY_FIELDS, DevServerOptions
 from assistant.devserver.recogniser import DEFAULT_PHRASES, PhraseBook
 
 STATE_KEY: web.AppKey[DevServerState] = web.AppKey("devserver_state")
 MAX_LOG_RECORDS = 10_000
-# Annotations are strings here (postponed evaluation): "int" or "float".
+# Annotations are strings here (postponed evaluation): "int", "float" or "bool".
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(DevServerOptions)}
 
 
@@ -25,7 +26,8 @@ class RequestRecord:
 
     endpoint: str
     """Route name: audio-to-text, completion-messages, completion-messages-stop,
-    text-to-audio, parameters; or the path when no route matched."""
+    chat-messages, chat-messages-stop, text-to-audio, parameters; or the path when no
+    route matched."""
     method: str
     time: float
     """Wall-clock arrival (Unix seconds)."""
@@ -34,7 +36,9 @@ class RequestRecord:
     """From arrival to the last byte of the answer."""
     details: dict[str, Any] = field(default_factory=dict)
     """Per endpoint. audio-to-text: upload_bytes, content_type, audio_duration_s, transcript.
-    completion-messages: query, answer, task_id, message_id, stopped. text-to-audio: text,
+    completion-messages: query, answer, task_id, message_id, stopped (with stream_tts also
+    tts_pieces, audio_bytes, audio_duration_s). chat-messages: the same plus
+    requested_conversation_id, conversation_id, turn. text-to-audio: text,
     voice, audio_bytes, content_type. Any: fault=True when a fault answered instead."""
 
     def as_json(self) -> dict[str, Any]:
@@ -74,6 +78,7 @@ class DevServerState:
         self.phrases = PhraseBook(options.voice, (*DEFAULT_PHRASES, *options.phrases))
         self.messages: dict[str, StoredMessage] = {}
         self.tasks: dict[str, RunningTask] = {}
+        self.conversations: dict[str, Conversation] = {}
 
     def record(self, record: RequestRecord) -> None:
         """Append to the log, forgetting the oldest records of a long-running demo."""
@@ -87,16 +92,23 @@ class DevServerState:
         if unknown:
             raise ValueError(f"not latency fields: {', '.join(sorted(unknown))}")
         for name, value in changes.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if _FIELD_TYPES[name] == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be true or false")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0")
         converted = {
-            name: round(value) if _FIELD_TYPES[name] == "int" else float(value)
+            name: value
+            if _FIELD_TYPES[name] == "bool"
+            else round(value)
+            if _FIELD_TYPES[name] == "int"
+            else float(value)
             for name, value in changes.items()
         }
         self.options = dataclasses.replace(self.options, **converted)
         return self.options
 
-    def latency(self) -> dict[str, float]:
+    def latency(self) -> dict[str, float | bool]:
         return {name: getattr(self.options, name) for name in LATENCY_FIELDS}
 
     def records(self, endpoint: str | None = None) -> list[RequestRecord]:

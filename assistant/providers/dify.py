@@ -1,32 +1,39 @@
-"""Dify Completion App API: /audio-to-text, /completion-messages (SSE or blocking), /text-to-audio.
+"""Dify service API: /audio-to-text, /completion-messages or /chat-messages, /text-to-audio.
 
 Quirks honoured here (see shared/reference/API_NOTES.md):
 - the upload's part Content-Type must be exactly `audio/wav` (`audio/x-wav` is refused);
-- an `error` event inside a 200 SSE stream is terminal;
-- keep-alives are a bare `event: ping` with no data line;
-- `/text-to-audio` answers raw audio, chunked, usually `audio/mpeg`.
+- `/text-to-audio` answers raw audio, chunked, usually `audio/mpeg`, but `200 null` (JSON)
+  when a `message_id` is unknown or another user's.
+
+Reading answers (SSE events, in-stream speech, errors) is shared with the chat client in
+`dify_stream`; the Chatbot/Agent/Chatflow client with conversation memory is in `dify_chat`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 
 from assistant.audio.wav import encode_wav
 from assistant.providers.base import AudioChunk, Delta, ServiceError, SpeechInput
+from assistant.providers.dify_chat import DifyChat
+from assistant.providers.dify_stream import (
+    SERVICE,
+    AnswerIds,
+    blocking_answer,
+    json_object,
+    stop_task,
+    streamed_answer,
+)
 from assistant.providers.http import make_client, raise_for_status, transport_error
 from assistant.settings import DifySettings, HttpSettings
-from assistant.text.sse import SSEParser
 
-log = logging.getLogger(__name__)
-
-SERVICE = "dify"
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 """Dify's /audio-to-text limit; larger uploads are refused before sending."""
+_PATH = "completion-messages"
 
 
 class DifyClient:
@@ -46,23 +53,15 @@ class DifyClient:
         except httpx.HTTPError as exc:
             raise transport_error(SERVICE, "parameters", exc) from None
         await raise_for_status(SERVICE, "parameters", response)
-        return _json_object(response.content, "parameters")
+        return json_object(response.content, "parameters")
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
 
-def _json_object(body: bytes, stage: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not JSON") from None
-    if not isinstance(doc, dict):
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not a JSON object")
-    return doc
-
-
 class DifySpeechToText:
+    """/audio-to-text with the utterance as a 16-bit WAV upload."""
+
     service = SERVICE
 
     def __init__(self, client: DifyClient) -> None:
@@ -82,20 +81,24 @@ class DifySpeechToText:
         except httpx.HTTPError as exc:
             raise transport_error(SERVICE, "stt", exc) from None
         await raise_for_status(SERVICE, "stt", response)
-        text = _json_object(response.content, "stt").get("text")
+        text = json_object(response.content, "stt").get("text")
         if not isinstance(text, str):
             raise ServiceError(SERVICE, "stt", "malformed_response", "no `text` in the answer")
         return text.strip()
 
 
 class DifyCompletion:
-    """Streaming (or blocking) /completion-messages; remembers the task to stop it."""
+    """Streaming (or blocking) /completion-messages of a Text Generator app.
+
+    The stream's own speech (`tts_message`, when the app auto-plays) arrives as audio
+    Deltas after the text; the task is remembered so that `stop` can end it.
+    """
 
     service = SERVICE
 
     def __init__(self, client: DifyClient) -> None:
         self._client = client
-        self._task_id: str | None = None
+        self._ids = AnswerIds()
 
     def _body(self, query: str, mode: str) -> dict[str, Any]:
         return {
@@ -106,97 +109,46 @@ class DifyCompletion:
         }
 
     async def stream(self, query: str) -> AsyncIterator[Delta]:
-        self._task_id = None
+        self._ids.new_turn()
+        http = self._client.http
         if self._client.settings.response_mode == "blocking":
-            yield Delta(text=await self._blocking(query))
+            body = self._body(query, "blocking")
+            yield await blocking_answer(http, _PATH, body, "completion", self._ids)
             return
-        try:
-            async with self._client.http.stream(
-                "POST", "completion-messages", json=self._body(query, "streaming")
-            ) as response:
-                await raise_for_status(SERVICE, "completion", response)
-                async for delta in self._events(response):
-                    yield delta
-        except httpx.HTTPError as exc:
-            raise transport_error(SERVICE, "completion", exc) from None
-
-    async def _events(self, response: httpx.Response) -> AsyncIterator[Delta]:
-        parser = SSEParser()
-        ended = False
-        async for chunk in response.aiter_bytes():
-            for sse in parser.feed(chunk):
-                if not sse.data:
-                    continue  # `event: ping`: a keep-alive, nothing to parse
-                event = _json_object(sse.data.encode(), "completion")
-                kind = event.get("event")
-                self._task_id = event.get("task_id") or self._task_id
-                if kind == "message":
-                    yield Delta(text=str(event.get("answer") or ""))
-                elif kind == "message_replace":
-                    yield Delta(replace=str(event.get("answer") or ""))
-                elif kind == "error":
-                    raise ServiceError(
-                        SERVICE,
-                        "completion",
-                        str(event.get("code") or "stream_error"),
-                        str(event.get("message") or ""),
-                        status=event.get("status")
-                        if isinstance(event.get("status"), int)
-                        else None,
-                    )
-                elif kind == "message_end":
-                    ended = True
-                # tts_message / message_file and future events: not for this provider
-        parser.close()
-        if not ended:
-            raise ServiceError(
-                SERVICE, "completion", "stream_cut", "the stream ended before message_end"
-            )
-
-    async def _blocking(self, query: str) -> str:
-        try:
-            response = await self._client.http.post(
-                "completion-messages", json=self._body(query, "blocking")
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(SERVICE, "completion", exc) from None
-        await raise_for_status(SERVICE, "completion", response)
-        doc = _json_object(response.content, "completion")
-        self._task_id = doc.get("task_id")
-        answer = doc.get("answer")
-        if not isinstance(answer, str):
-            raise ServiceError(SERVICE, "completion", "malformed_response", "no `answer`")
-        return answer
+        body = self._body(query, "streaming")
+        async with aclosing(streamed_answer(http, _PATH, body, "completion", self._ids)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     def reset_conversation(self) -> None:
         """A Text Generator app keeps no conversation."""
 
     async def stop(self) -> None:
-        task_id, self._task_id = self._task_id, None
-        if not task_id:
-            return
-        try:
-            response = await self._client.http.post(
-                f"completion-messages/{task_id}/stop",
-                json={"user": self._client.user},
-                timeout=2.0,
-            )
-            await raise_for_status(SERVICE, "stop", response)
-        except (httpx.HTTPError, ServiceError) as exc:
-            # Stopping is a courtesy to the service; the turn is already cancelled.
-            log.warning("dify stop of task %s failed: %s", task_id, exc)
+        task_id, self._ids.task_id = self._ids.task_id, None
+        await stop_task(self._client.http, _PATH, task_id, self._client.user)
 
 
 class DifyTextToSpeech:
+    """/text-to-audio: the text's speech, or with a `message_id` the stored answer's."""
+
     service = SERVICE
 
     def __init__(self, client: DifyClient) -> None:
         self._client = client
 
-    async def stream(self, text: str) -> AsyncIterator[AudioChunk]:
-        body: dict[str, Any] = {"text": text, "user": self._client.user}
+    def _body(self, text: str, message_id: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"user": self._client.user}
+        if message_id:
+            # Dify speaks the stored answer and ignores `text`; the same `user` must ask.
+            body["message_id"] = message_id
+        if text or not message_id:
+            body["text"] = text
         if self._client.settings.voice:
             body["voice"] = self._client.settings.voice
+        return body
+
+    async def stream(self, text: str, message_id: str | None = None) -> AsyncIterator[AudioChunk]:
+        body = self._body(text, message_id)
         try:
             async with self._client.http.stream("POST", "text-to-audio", json=body) as response:
                 await raise_for_status(SERVICE, "tts", response)
@@ -212,3 +164,10 @@ class DifyTextToSpeech:
                         yield AudioChunk(data, content_type or None)
         except httpx.HTTPError as exc:
             raise transport_error(SERVICE, "tts", exc) from None
+
+
+def make_dify_completion(client: DifyClient) -> DifyCompletion | DifyChat:
+    """The Completion for the configured app type: `chat` → DifyChat, else DifyCompletion."""
+    if client.settings.app == "chat":
+        return DifyChat(client)
+    return DifyCompletion(client)

@@ -70,6 +70,13 @@ def error_from_body(service: str, stage: str, status: int, body: bytes) -> tuple
         # FastAPI-style servers: {"detail": ...}
         if "detail" in doc:
             return f"http_{status}", str(doc["detail"])[:_BODY_PREVIEW]
+        # Convai: {"ERROR"} = no key, {"API_ERROR"} = wrong key, {"result"} = any other
+        # refusal, even inside a 200 answer (providers/convai.py refines `convai_error`).
+        for key, code in (("ERROR", "api_key_error"), ("API_ERROR", "invalid_api_key")):
+            if isinstance(doc.get(key), str):
+                return code, doc[key]
+        if isinstance(doc.get("result"), str):
+            return "convai_error", doc["result"]
     return f"http_{status}", text[:_BODY_PREVIEW]
 
 

@@ -1,0 +1,263 @@
+"""What /completion-messages and /chat-messages share: reading an answer, streamed or blocking.
+
+One event reader serves both endpoints, so text, moderation, in-stream speech and
+errors are handled the same way whichever app type is configured.
+
+Stream rules honoured here (see shared/reference/API_NOTES.md, section 1):
+- keep-alives are a bare `event: ping` block with no data line;
+- `message` and `agent_message` chunks are concatenated; `message_replace` replaces;
+- `tts_message` carries base64 of ONE provider audio chunk: each event is decoded on its
+  own (base64 strings are never joined), and the pieces are not frame-aligned;
+- the speech tail (`tts_message` ... `tts_message_end`) is drained AFTER `message_end`,
+  so `message_end` does not end the reading: the body's end does;
+- a body that ends without `message_end` was cut;
+- an `error` event is terminal, inside a 200 stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from assistant.providers.base import Delta, ServiceError
+from assistant.providers.http import raise_for_status, transport_error
+from assistant.text.sse import SSEParser
+
+log = logging.getLogger(__name__)
+
+SERVICE = "dify"
+
+_AUDIO_MIMES = {
+    "mp3": "audio/mpeg",
+    "mpeg": "audio/mpeg",
+    "audio/mp3": "audio/mpeg",
+    "audio/mpeg": "audio/mpeg",
+    "wav": "audio/wav",
+    "wave": "audio/wav",
+    "audio/wave": "audio/wav",
+    "audio/x-wav": "audio/wav",
+    "audio/wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "opus": "audio/ogg",
+    "audio/ogg": "audio/ogg",
+    "flac": "audio/flac",
+    "audio/flac": "audio/flac",
+    "aac": "audio/aac",
+    "audio/aac": "audio/aac",
+    "m4a": "audio/mp4",
+    "mp4": "audio/mp4",
+    "audio/mp4": "audio/mp4",
+    "webm": "audio/webm",
+    "audio/webm": "audio/webm",
+}
+"""`audio_type` spellings → MIME; the same aliases as Dify's core/base/tts/audio_mime.py."""
+
+_ANSWER_CHUNKS = ("message", "agent_message")
+
+
+def json_object(body: bytes, stage: str) -> dict[str, Any]:
+    """`body` as a JSON object, or a `malformed_response` ServiceError."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not a JSON object")
+    return doc
+
+
+def audio_mime(audio_type: object) -> str | None:
+    """The MIME type of a `tts_message`'s `audio_type` (newer Dify), None = sniff the bytes."""
+    if not isinstance(audio_type, str):
+        return None
+    name = audio_type.split(";", 1)[0].strip().lower()
+    return _AUDIO_MIMES.get(name)
+
+
+@dataclass(slots=True)
+class AnswerIds:
+    """The ids the service gave the answer in flight, updated from every event."""
+
+    task_id: str | None = None
+    """For `/{task_id}/stop`."""
+    message_id: str | None = None
+    """For `/text-to-audio` with `message_id`."""
+    conversation_id: str | None = None
+    """Chat apps: the conversation to continue next turn (survives `new_turn`)."""
+
+    def new_turn(self) -> None:
+        """Forget the last answer's ids; the conversation stays."""
+        self.task_id = None
+        self.message_id = None
+
+    def note(self, event: dict[str, Any]) -> None:
+        """Take whatever ids `event` (a stream event or a blocking answer) carries."""
+        if _text(event.get("task_id")):
+            self.task_id = event["task_id"]
+        message_id = event.get("message_id")
+        if not _text(message_id) and event.get("event") in (*_ANSWER_CHUNKS, "message_end"):
+            # On these events `id` is the message's id too (older versions send only `id`).
+            message_id = event.get("id")
+        if _text(message_id):
+            self.message_id = message_id
+        if _text(event.get("conversation_id")):
+            self.conversation_id = event["conversation_id"]
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+class _EventReader:
+    """Turns one answer's decoded events into Deltas; knows where the answer stands."""
+
+    def __init__(self, stage: str, ids: AnswerIds) -> None:
+        self._stage = stage
+        self._ids = ids
+        self.ended = False
+        """`message_end` was seen: the text is complete (speech may still follow)."""
+        self._announced: str | None = None
+        self._agent_text: list[str] | None = None
+
+    def delta(self, event: dict[str, Any]) -> Delta | None:
+        """The Delta for `event`, None for events with nothing for the caller."""
+        self._ids.note(event)
+        kind = event.get("event")
+        if kind == "error":
+            raise self._error(event)
+        delta = self._delta(kind, event)
+        if delta is not None:
+            self._announced = delta.message_id
+        return delta
+
+    def _delta(self, kind: object, event: dict[str, Any]) -> Delta | None:
+        message_id = self._ids.message_id
+        if kind in _ANSWER_CHUNKS:
+            return self._answer_chunk(kind, str(event.get("answer") or ""), message_id)
+        if kind == "message_replace":
+            return Delta(replace=str(event.get("answer") or ""), message_id=message_id)
+        if kind == "tts_message":
+            audio = self._audio(event.get("audio"))
+            if not audio:
+                return None
+            mime = audio_mime(event.get("audio_type"))
+            return Delta(audio=audio, audio_type=mime, message_id=message_id)
+        if kind == "tts_message_end":
+            return Delta(audio_done=True, message_id=message_id)
+        if kind == "message_end":
+            self.ended = True
+            # Every Delta carries the id once known; say it here if none has yet.
+            if message_id is not None and message_id != self._announced:
+                return Delta(message_id=message_id)
+        # agent_thought, message_file, workflow_*, node_*, ...: nothing to say or play.
+        return None
+
+    def _answer_chunk(self, kind: object, answer: str, message_id: str | None) -> Delta | None:
+        if kind == "agent_message":
+            if self._agent_text is None:
+                self._agent_text = []
+            self._agent_text.append(answer)
+            return Delta(text=answer, message_id=message_id) if answer else None
+        if self._agent_text is not None:
+            # A "New Agent" app closes its agent_message chunks with one `message` holding
+            # the whole answer: it is the final text, not more text to append.
+            if answer == "".join(self._agent_text):
+                return None
+            self._agent_text = [answer]
+            return Delta(replace=answer, message_id=message_id)
+        return Delta(text=answer, message_id=message_id) if answer else None
+
+    def _audio(self, value: object) -> bytes:
+        if not isinstance(value, str):
+            return b""
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ServiceError(
+                SERVICE, self._stage, "malformed_response", "tts_message audio is not base64"
+            ) from None
+
+    def _error(self, event: dict[str, Any]) -> ServiceError:
+        status = event.get("status")
+        # After message_end only the speech tail is still coming: it is speech that failed.
+        return ServiceError(
+            SERVICE,
+            "tts" if self.ended else self._stage,
+            str(event.get("code") or "stream_error"),
+            str(event.get("message") or ""),
+            status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+        )
+
+
+async def answer_deltas(
+    response: httpx.Response, stage: str, ids: AnswerIds
+) -> AsyncIterator[Delta]:
+    """The Deltas of one SSE answer body, read to its end; raises ServiceError."""
+    parser = SSEParser()
+    reader = _EventReader(stage, ids)
+    async for chunk in response.aiter_bytes():
+        for sse in parser.feed(chunk):
+            if not sse.data:
+                continue  # `event: ping`: a keep-alive, nothing to parse
+            delta = reader.delta(json_object(sse.data.encode(), stage))
+            if delta is not None:
+                yield delta
+    parser.close()
+    if not reader.ended:
+        raise ServiceError(SERVICE, stage, "stream_cut", "the stream ended before message_end")
+
+
+async def streamed_answer(
+    http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str, ids: AnswerIds
+) -> AsyncIterator[Delta]:
+    """POST `body` (response_mode streaming) to `path` and yield the answer's Deltas.
+
+    Closing this generator (a cancelled turn) closes the HTTP response at once;
+    callers nesting it use `contextlib.aclosing` for the same reason.
+    """
+    try:
+        async with http.stream("POST", path, json=body) as response:
+            await raise_for_status(SERVICE, stage, response)
+            async with aclosing(answer_deltas(response, stage, ids)) as deltas:
+                async for delta in deltas:
+                    yield delta
+    except httpx.HTTPError as exc:
+        raise transport_error(SERVICE, stage, exc) from None
+
+
+async def blocking_answer(
+    http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str, ids: AnswerIds
+) -> Delta:
+    """POST `body` (response_mode blocking) to `path`: the whole answer as one Delta."""
+    try:
+        response = await http.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise transport_error(SERVICE, stage, exc) from None
+    await raise_for_status(SERVICE, stage, response)
+    doc = json_object(response.content, stage)
+    ids.note(doc)
+    answer = doc.get("answer")
+    if not isinstance(answer, str):
+        raise ServiceError(SERVICE, stage, "malformed_response", "no `answer`")
+    return Delta(text=answer, message_id=ids.message_id)
+
+
+async def stop_task(http: httpx.AsyncClient, path: str, task_id: str | None, user: str) -> None:
+    """POST `{path}/{task_id}/stop` for `user`; never raises (the turn is already over)."""
+    if not task_id:
+        return
+    try:
+        response = await http.post(f"{path}/{task_id}/stop", json={"user": user}, timeout=2.0)
+        await raise_for_status(SERVICE, "stop", response)
+    except (httpx.HTTPError, ServiceError) as exc:
+        # Stopping is a courtesy to the service; the turn is already cancelled.
+        log.warning("dify stop of task %s failed: %s", task_id, exc)
