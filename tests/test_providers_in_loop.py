@@ -210,3 +210,20 @@ async def test_cancelled_turn_stops_the_dify_task(
     [stop] = server.state.records(endpoint)
     assert stop.details["user"] == settings.assistant.user
     assert stop.details["stopped"] is True
+
+
+async def test_unreachable_service_is_said_in_the_offline_voice(tmp_path: Path) -> None:
+    settings = Settings(
+        dify=DifySettings(base_url="http://127.0.0.1:9/v1", api_key=Secret("app-x"))
+    )
+    mic = tmp_path / "mic.wav"
+    mic.write_bytes(encode_wav(concat(silence(300), speech_16k(QUESTION), silence(600)), 16_000))
+    out, events_path = tmp_path / "out.wav", tmp_path / "events.jsonl"
+    await asyncio.wait_for(run_assistant(settings, RunOptions(mic, out, events_path)), 60)
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    [error] = [e for e in events if e["kind"] == "error" and e.get("stage") == "stt"]
+    assert (error["service"], error["code"]) == ("dify", "connect_error")
+    spoken = error["spoken"]
+    assert spoken == "I cannot reach the network service. Please check the connection."
+    heard, rate = read_wav(out)
+    _assert_spoken_in_order(heard, rate, [spoken])

@@ -7,6 +7,7 @@ outside the press is never sent, and a tap with no speech uploads nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -110,3 +111,39 @@ async def _next(events: Subscription, kind: str) -> Event:
 async def _all(events: Subscription) -> AsyncIterator[Event]:
     while (event := events.get_nowait()) is not None:
         yield event
+
+
+async def test_long_press_without_speech_starts_a_new_conversation(
+    server: RunningDevServer, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    question = speech_16k(QUESTION)
+    q_len = len(question) / 16_000
+    # Q1 at 0.5 s; its answer plays for ~15 s; a silent long press at 19 s; Q1 again at 23 s.
+    second_at = 23.0
+    mic = concat(
+        silence(500),
+        question,
+        silence((second_at - 0.5 - q_len) * 1000),
+        question,
+        silence(1000),
+    )
+    mic_path = tmp_path / "mic.wav"
+    mic_path.write_bytes(encode_wav(mic, 16_000))
+    settings = _settings(server)
+    settings = dataclasses.replace(settings, dify=dataclasses.replace(settings.dify, app="chat"))
+    bus = EventBus()
+    events = bus.subscribe()
+    options = RunOptions(mic_path, tmp_path / "out.wav")
+    assistant = asyncio.create_task(run_assistant(settings, options, bus))
+    t0 = (await _next(events, "ready")).t
+    await _hold(mock_pins, t0, 0.4, 0.6 + q_len)
+    long_press = settings.button.long_press_s + 0.3
+    await _hold(mock_pins, t0, 19.0, 19.0 + long_press)
+    await _hold(mock_pins, t0, second_at - 0.1, second_at + q_len + 0.1)
+    await asyncio.wait_for(assistant, 60)
+
+    chats = server.state.records("chat-messages")
+    assert len(chats) == 2
+    first_id = chats[0].details["conversation_id"]
+    assert first_id and chats[1].details["conversation_id"] != first_id
+    assert chats[1].details["answer"].endswith("This is turn 1 of our conversation.")

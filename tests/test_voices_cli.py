@@ -1,0 +1,64 @@
+"""`voice-assistant voices` against the dev server, as a user would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningDevServer]:
+    running = await start_devserver(options=DevServerOptions())
+    yield running
+    await running.stop()
+
+
+async def _voices(provider: str, env: dict[str, str]) -> tuple[int, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VA_", "DIFY_", "OPENAI_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "assistant", "voices", "--provider", provider,
+        cwd=ROOT, env={**clean, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_dify_voice_is_the_apps_own(server: RunningDevServer) -> None:
+    code, out = await _voices("dify", {"DIFY_BASE_URL": server.base_url, "DIFY_API_KEY": "app-x"})
+    assert code == 0, out
+    assert "voice:     en" in out
+    assert "language:  en-US" in out
+
+
+async def test_openai_voices_follow_the_model() -> None:
+    code, out = await _voices("openai", {"VA_OPENAI_TTS_MODEL": "tts-1"})
+    assert code == 0, out
+    names = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert names == ["alloy", "ash", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer"]
+    code, out = await _voices("openai", {"VA_OPENAI_TTS_MODEL": "gpt-4o-mini-tts"})
+    assert "marin" in out and "cedar" in out
+
+
+async def test_convai_voices_come_from_the_service(server: RunningDevServer) -> None:
+    root = server.base_url.removesuffix("/v1")
+    code, out = await _voices("convai", {"VA_CONVAI_BASE_URL": root, "CONVAI_API_KEY": "convai-x"})
+    assert code == 0, out
+    assert "fable_OpenAi_c4d30a32-bcaf-4048-b7b0-0f2bb293205a" in out
+    assert server.state.records("convai-voices")
+
+
+async def test_convai_refusal_is_reported_not_raised(server: RunningDevServer) -> None:
+    root = server.base_url.removesuffix("/v1")
+    code, out = await _voices("convai", {"VA_CONVAI_BASE_URL": root})
+    assert code == 1
+    assert "cannot list convai voices" in out
