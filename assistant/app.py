@@ -16,6 +16,7 @@ from assistant.providers.base import ServiceError
 from assistant.providers.dify import DifyClient
 from assistant.providers.factory import build_stages
 from assistant.settings import Secret, Settings, Trigger
+from assistant.watchdog import Watchdog, sd_notify
 from hardware.interfaces import AudioSink, AudioSource
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def _log_event(event: Event) -> None:
         log.info("utterance dropped: %s", event.data.get("reason"))
     elif event.kind == "state":
         log.debug("state: %s", event.data.get("state"))
+
+
+def _notify_systemd(event: Event) -> None:
+    if event.kind == "ready":
+        sd_notify("READY=1")
 
 
 def _make_source(settings: Settings, options: RunOptions) -> AudioSource:
@@ -130,6 +136,11 @@ async def run_assistant(
     """
     bus = bus or EventBus()
     bus.add_listener(_log_event)
+    watchdog = None
+    if settings.assistant.watchdog_s:
+        watchdog = Watchdog(asyncio.get_running_loop(), settings.assistant.watchdog_s)
+        watchdog.start()
+        bus.add_listener(_notify_systemd)
     writer = JsonlWriter(options.events_jsonl) if options.events_jsonl else None
     if writer is not None:
         bus.add_listener(writer)
@@ -154,5 +165,7 @@ async def run_assistant(
                 if button is not None:
                     button.close()
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if writer is not None:
             writer.close()

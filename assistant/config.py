@@ -85,6 +85,9 @@ def _each_one_of(*allowed: str) -> Callable[[Any], str | None]:
 
 
 _RULES: dict[str, Callable[[Any], str | None]] = {
+    "assistant.watchdog_s": lambda v: (
+        None if v == 0 or 2 <= v <= 600 else "must be 0 (off) or 2 to 600"
+    ),
     "audio.input_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
     "audio.output_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
     "audio.period_ms": _between(5, 100),

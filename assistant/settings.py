@@ -43,6 +43,8 @@ class AssistantSettings:
     """The `user` sent to Dify with every request; scopes messages and stop calls."""
     language: str = "en"
     """Language of the local fallback voice (espeak-ng voice name)."""
+    watchdog_s: float = 15.0
+    """Exit (for systemd to restart) when the event loop has not turned for this long; 0 = off."""
 
 
 @dataclass(frozen=True, slots=True)
