@@ -1,13 +1,55 @@
-"""Fixtures of general use: the PulseAudio sound card and gpiozero mock pins."""
+"""Fixtures of general use: the PulseAudio sound card, gpiozero mock pins, API contracts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from contracts import ContractChecker, Violation
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from pulse import PulseServer
+
+from assistant.devserver.server import DEFAULT_MIDDLEWARES
+
+
+@pytest.fixture(scope="session")
+def contract_violations() -> Iterator[list[Violation]]:
+    """Where requests that break their API document land, from every dev server started.
+
+    The contract check (tests/contracts.py) is added in front of every app
+    `start_devserver` builds for the whole session.
+    """
+    violations: list[Violation] = []
+    middleware = ContractChecker().middleware(violations)
+    DEFAULT_MIDDLEWARES.append(middleware)
+    try:
+        yield violations
+    finally:
+        DEFAULT_MIDDLEWARES.remove(middleware)
+
+
+@pytest.fixture(autouse=True)
+def api_contracts(
+    request: pytest.FixtureRequest, contract_violations: list[Violation]
+) -> Iterator[list[Violation]]:
+    """Fail the test if a request it made the dev server receive does not validate.
+
+    Autouse, so it is set up first and torn down last: requests sent while the test's
+    other fixtures stop count too. Tests that send broken requests on purpose are marked
+    `invalid_requests`; their violations are dropped.
+    """
+    contract_violations.clear()
+    yield contract_violations
+    found = list(contract_violations)
+    contract_violations.clear()
+    if found and request.node.get_closest_marker("invalid_requests") is None:
+        listed = "\n\n".join(str(violation) for violation in found)
+        pytest.fail(
+            f"{len(found)} request(s) do not match the API documents in tests/contracts/:\n"
+            f"{listed}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

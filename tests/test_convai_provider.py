@@ -141,6 +141,7 @@ async def test_latency_options_pace_the_body(server: RunningDevServer) -> None:
         ("wrong-key", "invalid_api_key", "Invalid API key provided."),
     ],
 )
+@pytest.mark.invalid_requests
 async def test_key_refusals_are_typed_403s(
     server: RunningDevServer, key: str, code: str, message: str
 ) -> None:
@@ -167,6 +168,7 @@ async def test_missing_voice_is_a_200_json_refusal(server: RunningDevServer) -> 
     assert (error.code, error.message) == ("no_voice", "No voice found in the request")
 
 
+@pytest.mark.invalid_requests
 async def test_missing_transcript_is_a_200_json_refusal(server: RunningDevServer) -> None:
     error = await _refusal(_client(server), text="")
     assert (error.status, error.code) == (200, "no_transcript")

@@ -138,6 +138,7 @@ def sse_blocks(raw: bytes) -> list[str]:
         ("Bearer wrong-key", "Access token is invalid"),
     ],
 )
+@pytest.mark.invalid_requests
 async def test_auth_errors(header: str | None, message: str) -> None:
     running = await start_devserver(options=DevServerOptions(api_key="app-secret"))
     try:
@@ -202,6 +203,7 @@ async def test_stt_refuses_uploads_over_30_mb(client: httpx.AsyncClient) -> None
     assert (await client.get("/parameters")).status_code == 200
 
 
+@pytest.mark.invalid_requests
 async def test_stt_refuses_missing_empty_and_fake_audio(client: httpx.AsyncClient) -> None:
     missing = await client.post("/audio-to-text", data={"user": "tester"}, files={"other": b"x"})
     assert missing.status_code == 400
@@ -353,6 +355,7 @@ async def test_blocking_completion(client: httpx.AsyncClient, mode: str | None) 
     assert isinstance(data["created_at"], int) and data["task_id"]
 
 
+@pytest.mark.invalid_requests
 async def test_completion_refusals(client: httpx.AsyncClient) -> None:
     no_user = await client.post("/completion-messages", json={"inputs": {}, "query": "hi"})
     assert no_user.status_code == 400
@@ -372,6 +375,7 @@ async def test_completion_refusals(client: httpx.AsyncClient) -> None:
     assert "inputs" in no_inputs.json()["message"]
 
 
+@pytest.mark.invalid_requests
 async def test_stop_ends_the_stream_for_the_same_user_only(server: RunningDevServer) -> None:
     server.state.set_latency(tokens_per_second=40)
     query = "What time is it?"
@@ -507,6 +511,7 @@ async def test_fault_injection(client: httpx.AsyncClient, server: RunningDevServ
         "status": 429,
         "body": {"code": "too_many_requests", "message": "Too many requests.", "status": 429},
         "count": 2,
+        "headers": {"Retry-After": "3"},
     }
     assert (await client.post(control_url(server, "faults"), json=fault)).status_code == 200
     body = {"inputs": {}, "query": "q", "user": "u"}
@@ -514,6 +519,7 @@ async def test_fault_injection(client: httpx.AsyncClient, server: RunningDevServ
         refused = await client.post("/completion-messages", json=body)
         assert refused.status_code == 429
         assert refused.json()["code"] == "too_many_requests"
+        assert refused.headers["retry-after"] == "3"
     assert (await client.post("/completion-messages", json=body)).status_code == 200
 
     server.state.faults.add(
@@ -538,10 +544,48 @@ async def test_fault_injection(client: httpx.AsyncClient, server: RunningDevServ
 
     bad = await client.post(control_url(server, "faults"), json={"endpoint": "nowhere"})
     assert bad.status_code == 400
+    bad_headers = {"endpoint": "parameters", "headers": {"Retry-After": 1}}
+    assert (await client.post(control_url(server, "faults"), json=bad_headers)).status_code == 400
     await client.post(control_url(server, "faults"), json=fault)
     assert (await client.post(control_url(server, "reset"))).json() == {"result": "success"}
     assert server.state.log == []
     assert (await client.post("/completion-messages", json=body)).status_code == 200
+
+
+@pytest.mark.invalid_requests
+async def test_fault_without_body_answers_in_the_endpoint_service_shape(
+    client: httpx.AsyncClient, server: RunningDevServer
+) -> None:
+    root = f"http://{server.host}:{server.port}"
+    for endpoint in ("chat-completions", "convai-tts", "convai-voices"):
+        server.state.faults.add(Fault(endpoint))
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    openai = await client.post("/chat/completions", json=chat)
+    assert (openai.status_code, openai.json()) == (
+        500,
+        {
+            "error": {
+                "message": "The server had an error while processing your request. "
+                "Sorry about that!",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
+    convai_key = {"CONVAI-API-KEY": "any"}
+    tts = await client.post(
+        f"{root}/tts/", json={"transcript": "Hi.", "voice": "FEMALE"}, headers=convai_key
+    )
+    assert (tts.status_code, tts.json()) == (
+        500,
+        {"result": "Error encountered while processing the TTS request."},
+    )
+    voices = await client.get(f"{root}/tts/get_available_voices", headers=convai_key)
+    assert (voices.status_code, voices.json()) == (
+        500,
+        {"result": "Server side failure. Please reach out to support."},
+    )
 
 
 # --- the CLI entry point -----------------------------------------------------------

@@ -240,6 +240,7 @@ async def test_cut_chat_stream_is_typed(server: RunningDevServer, client: DifyCl
     assert (caught.value.stage, caught.value.code) == ("completion", "stream_cut")
 
 
+@pytest.mark.invalid_requests
 async def test_devserver_chat_refusals(server: RunningDevServer) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as http:

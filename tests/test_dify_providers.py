@@ -231,6 +231,18 @@ async def test_message_replace_is_passed_on(server: RunningDevServer, client: Di
     assert deltas[-1].replace == "I cannot say that."
 
 
+async def test_rate_limit_carries_retry_after(server: RunningDevServer, client: DifyClient) -> None:
+    body = {"code": "too_many_requests", "message": "Too many requests.", "status": 429}
+    server.state.faults.add(
+        Fault("completion-messages", status=429, body=body, headers={"Retry-After": "2"})
+    )
+    with pytest.raises(ServiceError) as caught:
+        [d async for d in DifyCompletion(client).stream(QUESTION)]
+    error = caught.value
+    assert (error.service, error.status, error.code) == ("dify", 429, "too_many_requests")
+    assert error.retry_after == 2.0
+
+
 async def test_stop_stops_the_task_with_the_same_user(
     server: RunningDevServer, client: DifyClient
 ) -> None:

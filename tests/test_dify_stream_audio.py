@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -147,7 +148,7 @@ async def test_text_to_audio_speaks_a_real_message_id(
     )
 
     with pytest.raises(ServiceError) as unknown:
-        [c async for c in DifyTextToSpeech(client).stream("", message_id="no-such-message")]
+        [c async for c in DifyTextToSpeech(client).stream("", message_id=str(uuid.uuid4()))]
     assert unknown.value.code == "no_audio"
     stranger = _client(server, user="someone-else")
     try:

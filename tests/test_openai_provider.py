@@ -184,6 +184,7 @@ async def test_server_refuses_oversize_upload_like_openai(server: RunningDevServ
         ({"colour": "blue"}, None),
     ],
 )
+@pytest.mark.invalid_requests
 async def test_server_checks_the_form(
     server: RunningDevServer, fields: dict[str, str], param: str | None
 ) -> None:
@@ -242,6 +243,7 @@ async def test_wrong_key_is_a_typed_401(server: RunningDevServer) -> None:
     assert server.state.records("audio-transcriptions")[-1].status == 401
 
 
+@pytest.mark.invalid_requests
 async def test_empty_key_sends_no_authorization(server: RunningDevServer) -> None:
     openai = _client(server, key="")
     try:
@@ -274,19 +276,21 @@ NO_QUOTA = "You exceeded your current quota, please check your plan and billing 
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "code", "message", "retry_after"),
+    ("status", "body", "headers", "code", "message", "retry_after"),
     [
-        (413, _openai_error(TOO_LARGE, "server_error", None), "server_error", TOO_LARGE, None),
+        (413, _openai_error(TOO_LARGE, "server_error", None), {}, "server_error", TOO_LARGE, None),
         (
             429,
             _openai_error(RATE_LIMITED, "requests", "rate_limit_exceeded"),
+            {"Retry-After": "1"},
             "rate_limit_exceeded",
             RATE_LIMITED,
-            1.0,
+            1,
         ),
         (
             429,
             _openai_error(NO_QUOTA, "insufficient_quota", "insufficient_quota"),
+            {},
             "insufficient_quota",
             NO_QUOTA,
             None,
@@ -298,11 +302,14 @@ async def test_error_bodies_are_typed(
     client: OpenAIClient,
     status: int,
     body: dict[str, object],
+    headers: dict[str, str],
     code: str,
     message: str,
     retry_after: float | None,
 ) -> None:
-    server.state.faults.add(Fault("audio-transcriptions", status=status, body=body))
+    server.state.faults.add(
+        Fault("audio-transcriptions", status=status, body=body, headers=headers)
+    )
     with pytest.raises(ServiceError) as caught:
         await OpenAISpeechToText(client).transcribe(_question())
     error = caught.value
@@ -450,6 +457,7 @@ def test_voices_follow_the_model() -> None:
         ({"response_format": "ogg"}, "response_format"),
     ],
 )
+@pytest.mark.invalid_requests
 async def test_server_checks_speech_requests(
     server: RunningDevServer, change: dict[str, object], param: str | None
 ) -> None:

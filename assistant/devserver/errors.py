@@ -1,6 +1,10 @@
-"""Dify's error envelope `{"code", "message", "status"}`, for every non-stream error."""
+"""Error bodies: Dify's envelope `{"code", "message", "status"}` for every non-stream `/v1`
+error, and each imitated service's answer to an unexpected failure (which a fault armed
+without a body sends too)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +22,13 @@ INTERNAL_ERROR_MESSAGE = (
     "The server encountered an internal error and was unable to complete your request. "
     "Either the server is overloaded or there is an error in the application."
 )
+OPENAI_SERVER_ERROR_MESSAGE = (
+    "The server had an error while processing your request. Sorry about that!"
+)
+CONVAI_TTS_FAILED_BODY = {"result": "Error encountered while processing the TTS request."}
+"""Convai's 500 for `POST /tts/`."""
+CONVAI_SERVER_FAILURE_BODY = {"result": "Server side failure. Please reach out to support."}
+"""The dev server's 500 for Convai's voice and language lists (undocumented)."""
 
 
 class DifyError(Exception):
@@ -33,8 +44,19 @@ class DifyError(Exception):
         return error_response(self.status, self.code, self.message)
 
 
+def dify_error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "status": status}
+
+
+def openai_error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
 def error_response(status: int, code: str, message: str) -> web.Response:
-    return json_response({"code": code, "message": message, "status": status}, status=status)
+    """Dify's envelope."""
+    return json_response(dify_error_body(status, code, message), status=status)
 
 
 def invalid_param(message: str) -> DifyError:

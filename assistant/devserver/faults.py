@@ -1,9 +1,9 @@
 """Scripted failures: the next N requests to an endpoint get a canned answer.
 
-A test arms a fault (in-process through `state.faults` or with
-`POST /_dev/faults`) to see how the client copes with a 500, a 429 or a body
-that is not JSON, without a real service misbehaving on cue. A fault answers
-after the auth check, in place of the endpoint, and is logged with fault=True.
+A test arms a fault (in-process through `state.faults` or with `POST /_dev/faults`) to see
+how the client copes with a 500, a 429 with its Retry-After header or a body that is not
+JSON, without a real service misbehaving on cue. A fault answers after the auth check, in
+place of the endpoint, and is logged with fault=True.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from assistant.devserver.errors import INTERNAL_ERROR_MESSAGE
+from assistant.devserver.errors import (
+    CONVAI_SERVER_FAILURE_BODY,
+    CONVAI_TTS_FAILED_BODY,
+    INTERNAL_ERROR_MESSAGE,
+    OPENAI_SERVER_ERROR_MESSAGE,
+    dify_error_body,
+    openai_error_body,
+)
 
-FAULT_ENDPOINTS: tuple[str, ...] = (
+DIFY_ENDPOINTS: tuple[str, ...] = (
     "audio-to-text",
     "completion-messages",
     "completion-messages-stop",
@@ -25,15 +32,31 @@ FAULT_ENDPOINTS: tuple[str, ...] = (
     "chat-messages-stop",
     "text-to-audio",
     "parameters",
-    "convai-tts",
-    "convai-voices",
-    "convai-languages",
-    "audio-transcriptions",
-    "audio-speech",
-    "chat-completions",
 )
-"""Route names a fault can target (`completion-messages-stop` is the stop call; `convai-*`
-are the Convai routes `/tts/`, `/tts/get_available_voices`, `/tts/get_available_languages`)."""
+CONVAI_ENDPOINTS: tuple[str, ...] = ("convai-tts", "convai-voices", "convai-languages")
+"""The Convai routes `/tts/`, `/tts/get_available_voices`, `/tts/get_available_languages`."""
+OPENAI_ENDPOINTS: tuple[str, ...] = ("audio-transcriptions", "audio-speech", "chat-completions")
+"""Route names of the OpenAI-compatible endpoints (request log and fault names)."""
+FAULT_ENDPOINTS: tuple[str, ...] = DIFY_ENDPOINTS + CONVAI_ENDPOINTS + OPENAI_ENDPOINTS
+"""Route names a fault can target (`completion-messages-stop` is the stop call)."""
+_FAULT_FIELDS = frozenset({"endpoint", "status", "body", "content_type", "count", "headers"})
+
+
+def failure_body(endpoint: str, status: int) -> Any:
+    """What `endpoint` itself answers to an unexpected failure, in its service's shape."""
+    if endpoint in OPENAI_ENDPOINTS:
+        return openai_error_body(OPENAI_SERVER_ERROR_MESSAGE, "server_error")
+    if endpoint == "convai-tts":
+        return CONVAI_TTS_FAILED_BODY
+    if endpoint in CONVAI_ENDPOINTS:
+        return CONVAI_SERVER_FAILURE_BODY
+    return dify_error_body(status, "internal_server_error", INTERNAL_ERROR_MESSAGE)
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +65,14 @@ class Fault:
     """One of FAULT_ENDPOINTS."""
     status: int = 500
     body: Any = None
-    """A JSON value (sent as JSON), str or bytes (sent as they are) or None (Dify's 500
-    envelope)."""
+    """A JSON value (sent as JSON), str or bytes (sent as they are) or None (the endpoint's
+    own answer to an unexpected failure, see `failure_body`)."""
     content_type: str = ""
     """"" = application/json for JSON bodies, text/plain for strings."""
     count: int = 1
     """How many requests in a row get this answer."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers to send too, e.g. `{"Retry-After": "1"}` (not Content-Type)."""
 
     def __post_init__(self) -> None:
         if self.endpoint not in FAULT_ENDPOINTS:
@@ -56,13 +81,17 @@ class Fault:
             raise ValueError("status must be an HTTP status code")
         if self.count < 1:
             raise ValueError("count must be at least 1")
+        if not _string_map(self.headers):
+            raise ValueError("headers must map header names to strings")
+        if any(name.lower() == "content-type" for name in self.headers):
+            raise ValueError("set the Content-Type with content_type, not headers")
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
         """Build from a `POST /_dev/faults` body; ValueError says what is wrong."""
         if not isinstance(data, dict):
             raise ValueError("the body must be a JSON object")
-        unknown = set(data) - {"endpoint", "status", "body", "content_type", "count"}
+        unknown = set(data) - _FAULT_FIELDS
         if unknown:
             raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
         status, count = data.get("status", 500), data.get("count", 1)
@@ -71,26 +100,28 @@ class Fault:
             raise ValueError("status and count must be integers")
         if not isinstance(content_type, str):
             raise ValueError("content_type must be a string")
-        return cls(str(data.get("endpoint", "")), status, data.get("body"), content_type, count)
+        headers = data.get("headers", {})
+        if not _string_map(headers):
+            raise ValueError("headers must be an object of strings")
+        endpoint = str(data.get("endpoint", ""))
+        return cls(endpoint, status, data.get("body"), content_type, count, dict(headers))
 
     def response(self) -> web.Response:
         body = self.body
         if body is None:
-            body = {
-                "code": "internal_server_error",
-                "message": INTERNAL_ERROR_MESSAGE,
-                "status": self.status,
-            }
+            body = failure_body(self.endpoint, self.status)
         if isinstance(body, str | bytes):
             return web.Response(
                 status=self.status,
                 body=body.encode() if isinstance(body, str) else body,
                 content_type=self.content_type or "text/plain",
+                headers=self.headers,
             )
         return web.Response(
             status=self.status,
             body=json.dumps(body).encode(),
             content_type=self.content_type or "application/json",
+            headers=self.headers,
         )
 
 

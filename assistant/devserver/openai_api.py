@@ -1,4 +1,4 @@
-"""OpenAI's conventions on the dev server: error envelope, Bearer check, JSON bodies, 429s.
+"""OpenAI's conventions on the dev server: error envelope, Bearer check, JSON bodies.
 
 The `/v1` middleware of the dev server speaks Dify (its 401 and its error envelope). The
 OpenAI-compatible routes need OpenAI's instead, so:
@@ -8,10 +8,10 @@ OpenAI-compatible routes need OpenAI's instead, so:
   (the same header parsing and comparison), which then logs it and applies faults as usual;
 - `openai_errors` wraps each OpenAI handler so that its refusals, aiohttp's HTTP errors and
   crashes leave as `{"error": {"message", "type", "param", "code"}}` before the Dify
-  middleware would render them its own way;
-- a 429 on these routes that carries no Retry-After (a fault's canned answer: faults set no
-  headers) gets `Retry-After: 1`, as OpenAI's rate limits do, unless its code says the user
-  must act (`insufficient_quota`), for which the spec lets the header be left out.
+  middleware would render them its own way.
+
+A fault on these routes sends OpenAI's 500 body when armed without one; a rate-limit fault
+carries its own `Retry-After` in `Fault.headers`.
 """
 
 from __future__ import annotations
@@ -24,15 +24,11 @@ from typing import Any
 
 from aiohttp import web
 
+from assistant.devserver.errors import OPENAI_SERVER_ERROR_MESSAGE, openai_error_body
+from assistant.devserver.faults import OPENAI_ENDPOINTS
 from assistant.devserver.middleware import Handler
 from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY, RequestRecord
-
-OPENAI_ENDPOINTS: tuple[str, ...] = ("audio-transcriptions", "audio-speech", "chat-completions")
-"""Route names of the OpenAI-compatible endpoints (request log and fault names)."""
-
-RETRY_AFTER_S = 1
-"""Retry-After of a rate-limited answer that carries none (a fault's canned 429)."""
 
 NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -52,10 +48,6 @@ NOT_JSON_MESSAGE = (
     "sent was not valid JSON. If you have trouble figuring out how to fix this, please contact "
     "us through our help center at help.openai.com.)"
 )
-SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
-# The request-level problems that mean "the user must act", not "slow down" (spec: Retry-After
-# "may be omitted for 429 responses that require user action").
-_USER_ACTION_CODES = frozenset({"insufficient_quota"})
 
 _log = logging.getLogger(__name__)
 
@@ -85,8 +77,7 @@ class OpenAIError(Exception):
 def error_response(
     status: int, message: str, error_type: str, param: str | None = None, code: str | None = None
 ) -> web.Response:
-    error = {"message": message, "type": error_type, "param": param, "code": code}
-    return json_response({"error": error}, status=status)
+    return json_response(openai_error_body(message, error_type, param, code), status=status)
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
@@ -141,7 +132,7 @@ def openai_errors(handler: Handler) -> Handler:
             raise  # the client is gone: there is no one to send an error to
         except Exception:
             _log.exception("dev server: %s %s failed", request.method, request.path)
-            return error_response(500, SERVER_ERROR_MESSAGE, "server_error")
+            return error_response(500, OPENAI_SERVER_ERROR_MESSAGE, "server_error")
 
     return wrapped
 
@@ -159,20 +150,9 @@ def _auth_error(header: str | None, api_key: str | None) -> web.Response | None:
     return None
 
 
-def _needs_retry_after(response: web.StreamResponse) -> bool:
-    if response.status != 429 or response.prepared or "Retry-After" in response.headers:
-        return False
-    body = response.body if isinstance(response, web.Response) else None
-    try:
-        code = json.loads(body)["error"]["code"] if isinstance(body, bytes) else None
-    except (ValueError, KeyError, TypeError):
-        code = None
-    return code not in _USER_ACTION_CODES
-
-
 @web.middleware
 async def openai_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """OpenAI's 401s for the OpenAI routes, and a Retry-After on their rate-limit answers."""
+    """OpenAI's 401s for the OpenAI routes."""
     endpoint = request.match_info.route.name
     if endpoint not in OPENAI_ENDPOINTS:
         return await handler(request)
@@ -182,10 +162,7 @@ async def openai_middleware(request: web.Request, handler: Handler) -> web.Strea
         # Logged like every other /v1 request, although the Dify middleware never sees it.
         state.record(RequestRecord(endpoint, request.method, time.time(), status=refused.status))
         return refused
-    response = await handler(request)
-    if _needs_retry_after(response):
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
+    return await handler(request)
 
 
 def sse_event(payload: Any) -> bytes:

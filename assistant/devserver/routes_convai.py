@@ -29,11 +29,12 @@ from aiohttp import web
 from assistant.audio.espeak import Speech
 from assistant.audio.resample import resample_once
 from assistant.audio.wav import encode_wav
+from assistant.devserver.audio_body import send_paced_audio, wait_first_byte
+from assistant.devserver.errors import CONVAI_SERVER_FAILURE_BODY, CONVAI_TTS_FAILED_BODY
 from assistant.devserver.middleware import RECORD_KEY, record_of
 from assistant.devserver.rendering import json_response
-from assistant.devserver.routes_tts import _send
 from assistant.devserver.state import STATE_KEY, DevServerState, RequestRecord
-from assistant.devserver.synth import Mp3Audio, encode_mp3, speech_for_async
+from assistant.devserver.synth import encode_mp3, speech_for_async
 
 KEY_HEADER = "CONVAI-API-KEY"
 NO_KEY_BODY = {"ERROR": "api_key error."}
@@ -41,11 +42,10 @@ WRONG_KEY_BODY = {"API_ERROR": "Invalid API key provided."}
 NO_TRANSCRIPT_BODY = {"result": "No transcript found in the request"}
 NO_VOICE_BODY = {"result": "No voice found in the request"}
 INCORRECT_ENCODING_BODY = {"result": "Incorrect encoding for the mentioned voice."}
-TTS_FAILED_BODY = {"result": "Error encountered while processing the TTS request."}
-SERVER_FAILURE_BODY = {"result": "Server side failure. Please reach out to support."}
+TTS_FAILED_BODY = CONVAI_TTS_FAILED_BODY
+SERVER_FAILURE_BODY = CONVAI_SERVER_FAILURE_BODY
 
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-_AUDIO_TYPE_KEY: web.RequestKey[str] = web.RequestKey("convai_audio_type")
 
 _log = logging.getLogger(__name__)
 
@@ -205,17 +205,6 @@ async def _answer(
         return json_response(failure, status=500)
 
 
-async def _label_audio(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: give a body sent by `routes_tts._send` its real type.
-
-    `_send` is the dev server's one paced, chunked audio writer, and it labels what it
-    sends `audio/mpeg`; a WAV answer is relabelled here, just before the headers go out.
-    """
-    audio_type = request.get(_AUDIO_TYPE_KEY)
-    if audio_type is not None and response.content_type == "audio/mpeg":
-        response.content_type = audio_type
-
-
 # ------------------------------------------------------------------------------- routes
 
 
@@ -268,9 +257,8 @@ async def text_to_speech(request: web.Request) -> web.StreamResponse:
         audio_duration_s=round(speech.duration, 3),
         content_type=content_type,
     )
-    await asyncio.sleep(arrived + state.options.tts_first_byte_ms / 1000 - loop.time())
-    request[_AUDIO_TYPE_KEY] = content_type
-    return await _send(request, state, Mp3Audio(data, speech.duration, state.options.voice))
+    await wait_first_byte(state, arrived)
+    return await send_paced_audio(request, state, data, speech.duration, content_type)
 
 
 def voice_list() -> dict[str, list[dict[str, Any]]]:
@@ -308,7 +296,7 @@ async def get_available_languages(request: web.Request) -> web.StreamResponse:
 
 
 def add_convai_routes(app: web.Application) -> None:
-    """Register the Convai routes (and the audio relabelling hook) on the dev server."""
+    """Register the Convai routes on the dev server."""
     router = app.router
     # TTS refuses a missing and a wrong key alike with 403; the voice list with 400 / 401.
     router.add_post(
@@ -326,4 +314,3 @@ def add_convai_routes(app: web.Application) -> None:
         _endpoint("convai-languages", get_available_languages, SERVER_FAILURE_BODY, None),
         name="convai-languages",
     )
-    app.on_response_prepare.append(_label_audio)

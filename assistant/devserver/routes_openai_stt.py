@@ -30,7 +30,12 @@ from assistant.devserver.openai_transcripts import (
     stream_transcript,
 )
 from assistant.devserver.state import STATE_KEY
-from assistant.devserver.transcribe import decode_off_loop, recognise_upload
+from assistant.devserver.transcribe import (
+    READ_CHUNK,
+    decode_off_loop,
+    read_text_field,
+    recognise_upload,
+)
 from assistant.devserver.uploads import DecodedAudio, UndecodableAudio
 
 FILE_EXTENSIONS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
@@ -54,8 +59,6 @@ _ARRAY_FIELDS = frozenset(
         "known_speaker_references",
     }
 )
-_READ_CHUNK = 64 * 1024
-_MAX_FIELD_BYTES = 64 * 1024
 _BAD_FORMAT_MESSAGE = f"Invalid file format. Supported formats: {list(FILE_EXTENSIONS)}"
 
 
@@ -84,7 +87,7 @@ class _Request:
 
 async def _read_file(part: BodyPartReader, details: dict[str, Any]) -> bytes:
     data = bytearray()
-    while chunk := await part.read_chunk(_READ_CHUNK):
+    while chunk := await part.read_chunk(READ_CHUNK):
         data += chunk
         # Refused as soon as the limit is passed instead of buffering the rest.
         if len(data) > MAX_FILE_BYTES:
@@ -95,15 +98,6 @@ async def _read_file(part: BodyPartReader, details: dict[str, Any]) -> bytes:
                 "server_error",
             )
     return bytes(data)
-
-
-async def _read_field(part: BodyPartReader) -> str:
-    # Only the start of an absurdly long form field is kept; the rest is skipped.
-    data = bytearray()
-    while len(data) < _MAX_FIELD_BYTES and (chunk := await part.read_chunk(_READ_CHUNK)):
-        data += chunk
-    await part.release()
-    return bytes(data[:_MAX_FIELD_BYTES]).decode(errors="replace")
 
 
 async def _read_form(request: web.Request) -> _Form:
@@ -126,7 +120,7 @@ async def _read_form(request: web.Request) -> _Form:
             name = (part.name or "").removesuffix("[]")
             if name not in _SCALAR_FIELDS | _ARRAY_FIELDS:
                 raise unrecognized_argument(part.name or "")
-            form.fields.setdefault(name, []).append(await _read_field(part))
+            form.fields.setdefault(name, []).append(await read_text_field(part))
     except (ValueError, AssertionError):
         # A malformed multipart body (no boundary, broken framing).
         raise invalid_request("Could not parse the multipart form.") from None

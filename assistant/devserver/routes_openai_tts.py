@@ -19,6 +19,7 @@ from aiohttp import web
 
 from assistant.config import OPENAI_FORMATS, OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.devserver import replies
+from assistant.devserver.audio_body import paced_chunks, send_paced_audio, wait_first_byte
 from assistant.devserver.middleware import record_of
 from assistant.devserver.openai_api import (
     invalid_request,
@@ -31,7 +32,7 @@ from assistant.devserver.openai_api import (
     unrecognized_argument,
 )
 from assistant.devserver.openai_audio import CONTENT_TYPES, OPENAI_RATE, encode, openai_pcm_async
-from assistant.devserver.state import STATE_KEY, DevServerState
+from assistant.devserver.state import STATE_KEY
 
 MAX_INPUT_CHARS = 4096
 MAX_INSTRUCTIONS_CHARS = 4096
@@ -159,50 +160,12 @@ async def audio_speech(request: web.Request) -> web.StreamResponse:
         audio_duration_s=round(duration, 3),
         content_type=content_type,
     )
-    await asyncio.sleep(arrived + state.options.tts_first_byte_ms / 1000 - loop.time())
-    chunks = _paced(state, data, duration, odd=asked.response_format in _RAW_SAMPLE_FORMATS)
+    await wait_first_byte(state, arrived)
+    odd_chunks = asked.response_format in _RAW_SAMPLE_FORMATS
     if sse:
+        chunks = paced_chunks(state, data, duration, odd_chunks)
         return await _send_events(request, chunks, asked.input, duration)
-    return await _send_audio(request, chunks, content_type)
-
-
-async def _paced(
-    state: DevServerState, data: bytes, duration: float, odd: bool
-) -> AsyncIterator[bytes]:
-    """`data` in `tts_chunk_bytes` pieces (odd-sized if `odd`), `tts_speed` x real time."""
-    loop = asyncio.get_running_loop()
-    first_byte_at = loop.time()
-    total = len(data)
-    offset = 0
-    while offset < total:
-        options = state.options
-        if offset and options.tts_speed > 0:
-            # Byte offset -> playback time of the audio up to there, sped up.
-            due = first_byte_at + offset / total * duration / options.tts_speed
-            await asyncio.sleep(due - loop.time())
-        size = max(1, options.tts_chunk_bytes)
-        if odd and size > 1 and size % 2 == 0:
-            size -= 1
-        chunk = data[offset : offset + size]
-        offset += len(chunk)
-        yield chunk
-
-
-async def _send_audio(
-    request: web.Request, chunks: AsyncIterator[bytes], content_type: str
-) -> web.StreamResponse:
-    response = web.StreamResponse()
-    response.content_type = content_type
-    # Transfer-Encoding: chunked, no Content-Length, as the spec's 200 says.
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    try:
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
-    except ConnectionResetError:
-        record_of(request).details["disconnected"] = True
-    return response
+    return await send_paced_audio(request, state, data, duration, content_type, odd_chunks)
 
 
 async def _send_events(

@@ -12,14 +12,18 @@ from assistant.devserver.errors import DifyError, bad_request
 from assistant.devserver.middleware import record_of
 from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY
-from assistant.devserver.uploads import UndecodableAudio, decode_upload
+from assistant.devserver.transcribe import (
+    READ_CHUNK,
+    decode_off_loop,
+    read_text_field,
+    recognise_upload,
+)
+from assistant.devserver.uploads import UndecodableAudio
 
 AUDIO_EXTENSIONS = ("mp3", "m4a", "wav", "amr", "mpga")
 """Dify's api/constants AUDIO_EXTENSIONS (it also lists the upper-case spellings)."""
 _MIME_ALIASES = {"audio/x-m4a": "audio/m4a"}
 FILE_SIZE_LIMIT = 30 * 1024 * 1024
-_READ_CHUNK = 64 * 1024
-_MAX_FIELD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,7 @@ async def _read_file_part(part: BodyPartReader, details: dict[str, Any]) -> tupl
     if mime not in {f"audio/{ext}" for ext in AUDIO_EXTENSIONS}:
         raise DifyError(415, "unsupported_audio_type", "Audio type not allowed.")
     data = bytearray()
-    while chunk := await part.read_chunk(_READ_CHUNK):
+    while chunk := await part.read_chunk(READ_CHUNK):
         data += chunk
         # Refuse as soon as the limit is passed instead of buffering the rest.
         if len(data) > FILE_SIZE_LIMIT:
@@ -53,15 +57,6 @@ async def _read_file_part(part: BodyPartReader, details: dict[str, Any]) -> tupl
             details["upload_bytes"] = len(data)
             raise DifyError(413, "audio_too_large", "Audio size larger than 30 mb")
     return bytes(data), mime
-
-
-async def _read_field(part: BodyPartReader) -> str:
-    # Only the start of an absurdly long form field is kept; the rest is skipped.
-    data = bytearray()
-    while len(data) < _MAX_FIELD_BYTES and (chunk := await part.read_chunk(_READ_CHUNK)):
-        data += chunk
-    await part.release()
-    return bytes(data[:_MAX_FIELD_BYTES]).decode(errors="replace")
 
 
 async def _read_upload(request: web.Request) -> _Upload:
@@ -79,7 +74,7 @@ async def _read_upload(request: web.Request) -> _Upload:
             if part.name == "file" and part.filename is not None and file is None:
                 file = await _read_file_part(part, details)
             elif part.name == "user" and part.filename is None and user is None:
-                user = await _read_field(part)
+                user = await read_text_field(part)
             else:
                 await part.release()
     except (ValueError, AssertionError):
@@ -95,24 +90,14 @@ async def audio_to_text(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     record = record_of(request)
     upload = await _read_upload(request)
-    loop = asyncio.get_running_loop()
-    uploaded_at = loop.time()
+    uploaded_at = asyncio.get_running_loop().time()
     # content_type stays as the client sent it: that is what a client bug looks like.
     record.details.update(upload_bytes=len(upload.data), user=upload.user)
     if not upload.data:
         raise DifyError(400, "no_audio_uploaded", "Please upload your audio.")
     try:
-        audio = await loop.run_in_executor(None, decode_upload, upload.data, upload.mime_type)
+        audio = await decode_off_loop(upload.data, upload.mime_type)
     except UndecodableAudio as exc:
         raise DifyError(400, "completion_request_error", str(exc)) from None
-    recognition = await state.phrases.recognise(audio.samples, audio.sample_rate)
-    # A real recogniser takes its time; the client's timeouts should see that.
-    await asyncio.sleep(uploaded_at + state.options.stt_latency_ms / 1000 - loop.time())
-    record.details.update(
-        audio_duration_s=round(audio.duration, 3),
-        voiced_s=round(recognition.voiced_s, 3),
-        transcript=recognition.text,
-        phrase=recognition.phrase,
-        score=round(recognition.score, 3),
-    )
+    recognition = await recognise_upload(state, record, audio, uploaded_at)
     return json_response({"text": recognition.text})

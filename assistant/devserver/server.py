@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from assistant.devserver.app import build_app
 from assistant.devserver.middleware import API_PREFIX
 from assistant.devserver.options import DevServerOptions
 from assistant.devserver.state import STATE_KEY, DevServerState
+
+DEFAULT_MIDDLEWARES: list[Middleware] = []
+"""Put in front of every app `start_devserver` builds (the tests add an API contract check)."""
 
 
 @dataclass(slots=True)
@@ -36,10 +41,19 @@ class RunningDevServer:
 
 
 async def start_devserver(
-    host: str = "127.0.0.1", port: int = 0, options: DevServerOptions | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: DevServerOptions | None = None,
+    middlewares: Sequence[Middleware] = (),
 ) -> RunningDevServer:
-    """Start listening on host:port (0 = a free port) and return at once."""
+    """Start listening on host:port (0 = a free port) and return at once.
+
+    `middlewares` (after DEFAULT_MIDDLEWARES) run before the dev server's own, so they see
+    each request exactly as the client sent it.
+    """
     app = build_app(options or DevServerOptions())
+    for index, middleware in enumerate([*DEFAULT_MIDDLEWARES, *middlewares]):
+        app.middlewares.insert(index, middleware)
     # A short shutdown timeout: a test stopping the server mid-stream must not wait.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()

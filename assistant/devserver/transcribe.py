@@ -1,4 +1,5 @@
-"""From uploaded bytes to a transcript: decoding off the loop, recognising, taking the time.
+"""From an upload to a transcript: reading form fields, decoding off the loop, recognising,
+taking the time.
 
 The steps every speech-to-text route of the dev server shares; each route keeps its own
 upload checks and error shapes around them.
@@ -8,9 +9,26 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import BodyPartReader
+
 from assistant.devserver.recogniser import Recognition
 from assistant.devserver.state import DevServerState, RequestRecord
 from assistant.devserver.uploads import DecodedAudio, decode_upload
+
+READ_CHUNK = 64 * 1024
+"""Bytes read from a multipart part at a time."""
+MAX_FIELD_BYTES = 64 * 1024
+"""Most of a text form field kept."""
+
+
+async def read_text_field(part: BodyPartReader) -> str:
+    """A text form field as a string; only the start of an absurdly long one is kept and the
+    rest is skipped."""
+    data = bytearray()
+    while len(data) < MAX_FIELD_BYTES and (chunk := await part.read_chunk(READ_CHUNK)):
+        data += chunk
+    await part.release()
+    return bytes(data[:MAX_FIELD_BYTES]).decode(errors="replace")
 
 
 async def decode_off_loop(data: bytes, mime_type: str) -> DecodedAudio:

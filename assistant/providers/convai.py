@@ -26,7 +26,6 @@ Error codes raised, on top of the generic ones of `providers.http`:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import httpx
 from assistant.providers.base import AudioChunk, ServiceError
 from assistant.providers.http import (
     error_from_body,
+    json_object,
     make_client,
     retry_after_seconds,
     transport_error,
@@ -205,12 +205,7 @@ async def convai_voices(client: ConvaiClient) -> list[ConvaiVoice]:
     except httpx.HTTPError as exc:
         raise transport_error(SERVICE, "voices", exc) from None
     await _raise_for_status("voices", response)
-    try:
-        doc = json.loads(response.content)
-    except ValueError:
-        raise ServiceError(SERVICE, "voices", "malformed_response", "answer is not JSON") from None
-    if not isinstance(doc, dict):
-        raise ServiceError(SERVICE, "voices", "malformed_response", "answer is not a JSON object")
+    doc = json_object(response.content, SERVICE, "voices")
     return [voice for section, entries in doc.items() for voice in _section(str(section), entries)]
 
 

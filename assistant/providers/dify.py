@@ -17,18 +17,23 @@ from typing import Any
 
 import httpx
 
-from assistant.audio.wav import encode_wav
 from assistant.providers.base import AudioChunk, Delta, ServiceError, SpeechInput
 from assistant.providers.dify_chat import DifyChat
 from assistant.providers.dify_stream import (
     SERVICE,
     AnswerIds,
+    answer_body,
     blocking_answer,
-    json_object,
     stop_task,
     streamed_answer,
 )
-from assistant.providers.http import make_client, raise_for_status, transport_error
+from assistant.providers.http import (
+    json_object,
+    make_client,
+    raise_for_status,
+    transcribe_wav,
+    transport_error,
+)
 from assistant.settings import DifySettings, HttpSettings
 
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
@@ -53,7 +58,7 @@ class DifyClient:
         except httpx.HTTPError as exc:
             raise transport_error(SERVICE, "parameters", exc) from None
         await raise_for_status(SERVICE, "parameters", response)
-        return json_object(response.content, "parameters")
+        return json_object(response.content, SERVICE, "parameters")
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -68,23 +73,11 @@ class DifySpeechToText:
         self._client = client
 
     async def transcribe(self, speech: SpeechInput) -> str:
-        wav = encode_wav(speech.samples, speech.sample_rate)
-        if len(wav) > MAX_UPLOAD_BYTES:
-            raise ServiceError(
-                SERVICE, "stt", "audio_too_large", f"{len(wav)} bytes is over Dify's 30 MB limit"
-            )
-        files = {"file": ("utterance.wav", wav, "audio/wav")}
-        try:
-            response = await self._client.http.post(
-                "audio-to-text", files=files, data={"user": self._client.user}
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(SERVICE, "stt", exc) from None
-        await raise_for_status(SERVICE, "stt", response)
-        text = json_object(response.content, "stt").get("text")
-        if not isinstance(text, str):
-            raise ServiceError(SERVICE, "stt", "malformed_response", "no `text` in the answer")
-        return text.strip()
+        client = self._client
+        form = {"user": client.user}
+        return await transcribe_wav(
+            client.http, SERVICE, "audio-to-text", speech, form, MAX_UPLOAD_BYTES, "Dify's 30 MB"
+        )
 
 
 class DifyCompletion:
@@ -101,12 +94,7 @@ class DifyCompletion:
         self._ids = AnswerIds()
 
     def _body(self, query: str, mode: str) -> dict[str, Any]:
-        return {
-            "inputs": dict(self._client.settings.inputs),
-            "query": query,
-            "response_mode": mode,
-            "user": self._client.user,
-        }
+        return answer_body(self._client.settings.inputs, self._client.user, query, mode)
 
     async def stream(self, query: str) -> AsyncIterator[Delta]:
         self._ids.new_turn()

@@ -18,6 +18,7 @@ from assistant.providers.base import Delta, ServiceError
 from assistant.providers.dify_stream import (
     SERVICE,
     AnswerIds,
+    answer_body,
     blocking_answer,
     stop_task,
     streamed_answer,
@@ -61,10 +62,7 @@ class DifyChat:
 
     def _body(self, query: str, mode: str) -> dict[str, Any]:
         return {
-            "inputs": dict(self._client.settings.inputs),
-            "query": query,
-            "response_mode": mode,
-            "user": self._client.user,
+            **answer_body(self._client.settings.inputs, self._client.user, query, mode),
             "conversation_id": self._ids.conversation_id or "",
             # Naming costs the app an extra model call per new conversation; a voice
             # appliance never shows the conversation list.

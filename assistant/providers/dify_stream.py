@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -28,7 +27,7 @@ from typing import Any
 import httpx
 
 from assistant.providers.base import Delta, ServiceError
-from assistant.providers.http import raise_for_status, transport_error
+from assistant.providers.http import json_object, raise_for_status, transport_error
 from assistant.text.sse import SSEParser
 
 log = logging.getLogger(__name__)
@@ -62,17 +61,6 @@ _AUDIO_MIMES = {
 """`audio_type` spellings → MIME; the same aliases as Dify's core/base/tts/audio_mime.py."""
 
 _ANSWER_CHUNKS = ("message", "agent_message")
-
-
-def json_object(body: bytes, stage: str) -> dict[str, Any]:
-    """`body` as a JSON object, or a `malformed_response` ServiceError."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not JSON") from None
-    if not isinstance(doc, dict):
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not a JSON object")
-    return doc
 
 
 def audio_mime(audio_type: object) -> str | None:
@@ -198,6 +186,12 @@ class _EventReader:
         )
 
 
+def answer_body(inputs: dict[str, str], user: str, query: str, mode: str) -> dict[str, Any]:
+    """The request fields /completion-messages and /chat-messages share; `mode` is
+    `streaming` or `blocking`."""
+    return {"inputs": dict(inputs), "query": query, "response_mode": mode, "user": user}
+
+
 async def answer_deltas(
     response: httpx.Response, stage: str, ids: AnswerIds
 ) -> AsyncIterator[Delta]:
@@ -208,7 +202,7 @@ async def answer_deltas(
         for sse in parser.feed(chunk):
             if not sse.data:
                 continue  # `event: ping`: a keep-alive, nothing to parse
-            delta = reader.delta(json_object(sse.data.encode(), stage))
+            delta = reader.delta(json_object(sse.data.encode(), SERVICE, stage))
             if delta is not None:
                 yield delta
     parser.close()
@@ -243,7 +237,7 @@ async def blocking_answer(
     except httpx.HTTPError as exc:
         raise transport_error(SERVICE, stage, exc) from None
     await raise_for_status(SERVICE, stage, response)
-    doc = json_object(response.content, stage)
+    doc = json_object(response.content, SERVICE, stage)
     ids.note(doc)
     answer = doc.get("answer")
     if not isinstance(answer, str):

@@ -1,14 +1,17 @@
-"""One kept-alive httpx client per service, and turning HTTP failures into ServiceError."""
+"""One kept-alive httpx client per service, turning HTTP failures into ServiceError, and the
+WAV upload every speech-to-text service takes."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
-from assistant.providers.base import ServiceError
+from assistant.audio.wav import encode_wav
+from assistant.providers.base import ServiceError, SpeechInput
 from assistant.settings import HttpSettings
 
 _BODY_PREVIEW = 200
@@ -48,6 +51,17 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def json_object(body: bytes, service: str, stage: str) -> dict[str, Any]:
+    """`body` as a JSON object, or a `malformed_response` ServiceError."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise ServiceError(service, stage, "malformed_response", "answer is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ServiceError(service, stage, "malformed_response", "answer is not a JSON object")
+    return doc
 
 
 def error_from_body(service: str, stage: str, status: int, body: bytes) -> tuple[str, str]:
@@ -108,3 +122,35 @@ def transport_error(service: str, stage: str, exc: httpx.HTTPError) -> ServiceEr
         httpx.ReadError: "connection_lost",
     }.get(type(exc), "transport_error")
     return ServiceError(service, stage, kind, f"{type(exc).__name__}: {exc}" if str(exc) else kind)
+
+
+async def transcribe_wav(
+    http: httpx.AsyncClient,
+    service: str,
+    path: str,
+    speech: SpeechInput,
+    form: dict[str, str],
+    max_bytes: int,
+    limit: str,
+) -> str:
+    """POST `speech` to `path` as a multipart `file` (utterance.wav, audio/wav) with the
+    `form` fields, and return the answer's `text`, stripped.
+
+    An upload over `max_bytes` is refused before sending (`audio_too_large`, saying it is
+    over `limit`, e.g. "Dify's 30 MB").
+    """
+    wav = encode_wav(speech.samples, speech.sample_rate)
+    if len(wav) > max_bytes:
+        raise ServiceError(
+            service, "stt", "audio_too_large", f"{len(wav)} bytes is over {limit} limit"
+        )
+    files = {"file": ("utterance.wav", wav, "audio/wav")}
+    try:
+        response = await http.post(path, files=files, data=form)
+    except httpx.HTTPError as exc:
+        raise transport_error(service, "stt", exc) from None
+    await raise_for_status(service, "stt", response)
+    text = json_object(response.content, service, "stt").get("text")
+    if not isinstance(text, str):
+        raise ServiceError(service, "stt", "malformed_response", "no `text` in the answer")
+    return text.strip()

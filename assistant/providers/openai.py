@@ -15,17 +15,20 @@ Quirks honoured here (see shared/reference/API_NOTES.md sections 2 and 4):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from assistant.audio.wav import encode_wav
 from assistant.config import OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.providers.base import AudioChunk, ServiceError, SpeechInput
-from assistant.providers.http import make_client, raise_for_status, transport_error
+from assistant.providers.http import (
+    make_client,
+    raise_for_status,
+    transcribe_wav,
+    transport_error,
+)
 from assistant.settings import HttpSettings, OpenAISettings
 
 SERVICE = "openai"
@@ -106,16 +109,6 @@ class OpenAIClient:
         await self.http.aclose()
 
 
-def _json_object(body: bytes, stage: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not JSON") from None
-    if not isinstance(doc, dict):
-        raise ServiceError(SERVICE, stage, "malformed_response", "answer is not a JSON object")
-    return doc
-
-
 class OpenAISpeechToText:
     """Speech to text with POST /audio/transcriptions, the utterance uploaded as WAV."""
 
@@ -145,23 +138,15 @@ class OpenAISpeechToText:
                 "audio_too_short",
                 f"{duration:.3f} s of audio is under OpenAI's {MIN_AUDIO_S} s minimum",
             )
-        wav = encode_wav(speech.samples, speech.sample_rate)
-        if len(wav) > MAX_UPLOAD_BYTES:
-            raise ServiceError(
-                SERVICE, "stt", "audio_too_large", f"{len(wav)} bytes is over OpenAI's 25 MB limit"
-            )
-        files = {"file": ("utterance.wav", wav, "audio/wav")}
-        try:
-            response = await self._client.http.post(
-                "audio/transcriptions", files=files, data=self._form()
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(SERVICE, "stt", exc) from None
-        await raise_for_status(SERVICE, "stt", response)
-        text = _json_object(response.content, "stt").get("text")
-        if not isinstance(text, str):
-            raise ServiceError(SERVICE, "stt", "malformed_response", "no `text` in the answer")
-        return text.strip()
+        return await transcribe_wav(
+            self._client.http,
+            SERVICE,
+            "audio/transcriptions",
+            speech,
+            self._form(),
+            MAX_UPLOAD_BYTES,
+            "OpenAI's 25 MB",
+        )
 
 
 class OpenAITextToSpeech:

@@ -143,6 +143,20 @@ def _frame_to_int16(frame: av.AudioFrame) -> np.ndarray:
     raise AudioFormatError(f"unsupported decoded sample format {frame.format.name}")
 
 
+def _skip_priming(decoded: list[np.ndarray], rate: int, to_skip: int) -> tuple[list[PcmChunk], int]:
+    """`decoded` as PcmChunks without their first `to_skip` samples (an encoder's priming:
+    MP3 encoder delay, Opus pre-skip), and how many are still to skip after them."""
+    out: list[PcmChunk] = []
+    for samples in decoded:
+        if to_skip:
+            dropped = min(to_skip, len(samples))
+            to_skip -= dropped
+            samples = samples[dropped:]
+        if len(samples):
+            out.append(PcmChunk(samples, rate))
+    return out, to_skip
+
+
 class _BadPacketBudget:
     def __init__(self) -> None:
         self.in_a_row = 0

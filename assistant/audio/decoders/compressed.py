@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import av
 import av.error
 
-from assistant.audio.decoders.base import PcmChunk, _BadPacketBudget, _decode
+from assistant.audio.decoders.base import PcmChunk, _BadPacketBudget, _decode, _skip_priming
 from assistant.audio.wav import AudioFormatError
 
 
@@ -125,15 +125,9 @@ class CompressedStreamDecoder:
                 if closing and self._produced:
                     continue
                 raise
-            rate = self._ctx.sample_rate
-            for samples in decoded:
-                if self._to_skip:
-                    dropped = min(self._to_skip, len(samples))
-                    self._to_skip -= dropped
-                    samples = samples[dropped:]
-                if len(samples):
-                    self._produced += len(samples)
-                    out.append(PcmChunk(samples, rate))
+            chunks, self._to_skip = _skip_priming(decoded, self._ctx.sample_rate, self._to_skip)
+            self._produced += sum(len(chunk.samples) for chunk in chunks)
+            out += chunks
         return out
 
 

@@ -10,7 +10,13 @@ import av
 import av.error
 import numpy as np
 
-from assistant.audio.decoders.base import MAX_PACKET_BYTES, PcmChunk, _BadPacketBudget, _decode
+from assistant.audio.decoders.base import (
+    MAX_PACKET_BYTES,
+    PcmChunk,
+    _BadPacketBudget,
+    _decode,
+    _skip_priming,
+)
 from assistant.audio.wav import AudioFormatError
 
 _OGG_CONTINUED = 0x01
@@ -163,18 +169,11 @@ class OggStreamDecoder:
         self._ctx = ctx
 
     def _emit(self, decoded: list[np.ndarray]) -> list[PcmChunk]:
-        out: list[PcmChunk] = []
         assert self._ctx is not None
         rate = self._ctx.sample_rate or self._rate
-        for samples in decoded:
-            if self._to_skip:
-                # Opus pre-skip: encoder priming samples that are not part of the signal.
-                dropped = min(self._to_skip, len(samples))
-                self._to_skip -= dropped
-                samples = samples[dropped:]
-            if len(samples):
-                self._produced += len(samples)
-                out.append(PcmChunk(samples, rate))
+        # Opus pre-skip: encoder priming samples that are not part of the signal.
+        out, self._to_skip = _skip_priming(decoded, rate, self._to_skip)
+        self._produced += sum(len(chunk.samples) for chunk in out)
         return out
 
     def _trim_end(self, out: list[PcmChunk], granule: int) -> list[PcmChunk]:
