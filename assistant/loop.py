@@ -75,6 +75,7 @@ class VoiceLoop:
         self._turns = 0
         self._input_ended = False
         self._pressed_at: float | None = None
+        self._carry_over = False
 
     @property
     def state(self) -> State:
@@ -140,9 +141,14 @@ class VoiceLoop:
 
     async def _listen(self) -> Utterance | None:
         """The next utterance; None when there is none (input ended, device reopened)."""
-        self._endpointer.reset()
         push_to_talk = self._settings.assistant.trigger is Trigger.PUSH_TO_TALK
-        self._set_state(State.IDLE if push_to_talk else State.LISTENING)
+        if self._carry_over:
+            # A barge-in already opened the next utterance: keep what it holds.
+            self._carry_over = False
+            self._set_state(State.LISTENING)
+        else:
+            self._endpointer.reset()
+            self._set_state(State.IDLE if push_to_talk else State.LISTENING)
         try:
             while True:
                 block = await self._read()
@@ -215,24 +221,69 @@ class VoiceLoop:
         turn = Turn(
             self._turns, self._stages, self._sink, self._settings, self._bus, self._set_state
         )
-        # The microphone keeps running during the answer; its audio is read and
-        # dropped so a live device never overflows and a file keeps its pace.
-        discarding = asyncio.create_task(self._discard_input())
+        answering = asyncio.create_task(turn.run(utterance))
+        # The microphone keeps running during the answer: its audio feeds the
+        # pre-roll (or the voice barge-in), so a live device never overflows and
+        # a file keeps its pace.
+        listening = asyncio.create_task(self._listen_during_answer())
+        pressing = asyncio.create_task(self._press_during_answer())
         try:
-            await turn.run(utterance)
-        except Exception as exc:  # the loop must outlive any failure of one turn
-            await self._report_failure(exc)
+            interrupted = await self._first_interruption(answering, listening, pressing)
+            if interrupted:
+                # Silence first: heard within one device period, before the
+                # cancelled stages (and the Dify stop call) have even unwound.
+                turn.interrupt()
+                await cancel_and_wait(answering)
+                self._carry_over = True
+            elif (failure := answering.exception()) is not None:
+                await self._report_failure(failure)
         finally:
-            await cancel_and_wait(discarding)
+            for task in (answering, listening, pressing):
+                await cancel_and_wait(task)
 
-    async def _discard_input(self) -> None:
+    async def _first_interruption(
+        self, answering: asyncio.Task[None], *watchers: asyncio.Task[bool]
+    ) -> bool:
+        """Wait for the answer to end; True if a barge-in came first."""
+        pending: set[asyncio.Task[object]] = {answering, *watchers}
+        while answering in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not answering and not task.cancelled() and task.result():
+                    return True
+        return False
+
+    async def _listen_during_answer(self) -> bool:
+        """Feed the endpointer while answering; True when the user starts speaking
+        (only if barge-in by voice is on)."""
+        by_voice = self._settings.assistant.barge_in_voice and self._button is None
         try:
             while True:
-                await self._read()
+                block = await self._read()
+                events = self._endpointer.process(block)
+                if by_voice and any(isinstance(e, SpeechStarted) for e in events):
+                    self._bus.publish("barge_in", by="voice", t=events[0].t)
+                    return True
         except InputEnded:
-            pass
+            return False
         except (DeviceError, TimeoutError) as exc:
             log.error("microphone failed during an answer: %s", exc or type(exc).__name__)
+            return False
+
+    async def _press_during_answer(self) -> bool:
+        """True at a press of the talk button: the new question starts right there."""
+        if self._button is None:
+            return False
+        while True:
+            try:
+                edge = await self._button.next_event(timeout=3600)
+            except TimeoutError:
+                continue
+            if edge.kind == "pressed":
+                self._pressed_at = edge.t
+                self._endpointer.begin_manual(edge.t)
+                self._bus.publish("barge_in", by="button", t=edge.t)
+                return True
 
     async def _report_failure(self, exc: BaseException) -> None:
         failure = describe_failure(exc)

@@ -43,6 +43,10 @@ class AssistantSettings:
     """The `user` sent to Dify with every request; scopes messages and stop calls."""
     language: str = "en"
     """Language of the local fallback voice (espeak-ng voice name)."""
+    barge_in_voice: bool = False
+    """Hands-free: speech during an answer interrupts it. Off by default: without echo
+    cancellation the assistant's own voice from the speaker would interrupt it.
+    (In push-to-talk a press always interrupts.)"""
     watchdog_s: float = 15.0
     """Exit (for systemd to restart) when the event loop has not turned for this long; 0 = off."""
 

@@ -59,6 +59,7 @@ class SpeechOut:
             maxsize=prefetch
         )
         self._synth_tasks: set[asyncio.Task[None]] = set()
+        self._own_tasks: list[asyncio.Task[None]] = []
 
     def say(self, sentence: str) -> None:
         """Synthesise `sentence` with the TTS provider and play it after what is queued."""
@@ -80,11 +81,23 @@ class SpeechOut:
         """Play everything said, in order, until finish(); raises the first failure."""
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._dispatch(group))
-                group.create_task(self._play())
+                self._own_tasks = [
+                    group.create_task(self._dispatch(group)),
+                    group.create_task(self._play()),
+                ]
         finally:
             for task in self._synth_tasks:
                 task.cancel()
+
+    def interrupt(self) -> None:
+        """Silence now (a barge-in): cancel every stage of the speech, then flush.
+
+        Cancelling first means no task can queue audio after the flush: each one
+        meets its CancelledError at the await it is parked on.
+        """
+        for task in (*self._own_tasks, *self._synth_tasks):
+            task.cancel()
+        self._sink.flush()
 
     async def _dispatch(self, group: asyncio.TaskGroup) -> None:
         while (item := await self._items.get()) is not _END:

@@ -91,6 +91,7 @@ class Turn:
         set_state: Callable[[State], None],
     ) -> None:
         self.marks = TurnMarks(number)
+        self._speech: SpeechOut | None = None
         self._stages = stages
         self._sink = sink
         self._settings = settings
@@ -121,9 +122,16 @@ class Turn:
         self._bus.publish("transcript", turn=self.marks.turn, text=text)
         return text
 
+    def interrupt(self) -> None:
+        """Silence the answer at once (barge-in); the caller then cancels `run`."""
+        if self._speech is not None:
+            self._speech.interrupt()
+        else:
+            self._sink.flush()
+
     def _speech_out(self) -> SpeechOut:
         audio = self._settings.audio
-        return SpeechOut(
+        self._speech = SpeechOut(
             self._stages.tts,
             self._sink,
             self.marks,
@@ -133,6 +141,7 @@ class Turn:
             drain_timeout_s=audio.playback_buffer_s + audio.device_timeout_s,
             on_first_audio=lambda: self._set_state(State.SPEAKING),
         )
+        return self._speech
 
     async def _answer(self, query: str) -> None:
         self._set_state(State.THINKING)

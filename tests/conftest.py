@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from contracts import ContractChecker, Violation
@@ -10,6 +10,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from pulse import PulseServer
 
+from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
 from assistant.devserver.server import DEFAULT_MIDDLEWARES
 
 
@@ -97,3 +98,19 @@ def mock_pins() -> Iterator[MockFactory]:
             device.close()
         factory.close()
         Device.pin_factory = previous
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningDevServer]:
+    """The dev server on a free loopback port, for one test.
+
+    A test module sets `DEV_SERVER_OPTIONS` (a DevServerOptions) and/or
+    `DEV_SERVER_LATENCY` (live latency fields) to shape it.
+    """
+    options = getattr(request.module, "DEV_SERVER_OPTIONS", DevServerOptions())
+    running = await start_devserver(options=options)
+    latency = getattr(request.module, "DEV_SERVER_LATENCY", None)
+    if latency:
+        running.state.set_latency(**latency)
+    yield running
+    await running.stop()

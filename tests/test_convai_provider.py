@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,7 +15,6 @@ from assistant.devserver import (
     Fault,
     RunningDevServer,
     speech_for,
-    start_devserver,
 )
 from assistant.devserver.routes_convai import CATALOGUE, DEFAULT_VOICE, find_voice
 from assistant.providers.base import AudioChunk, ServiceError
@@ -37,11 +35,7 @@ ELEVENLABS_VOICE = "Bella-en-US"
 """44.1 kHz, WAV only."""
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions(api_key=KEY))
-    yield running
-    await running.stop()
+DEV_SERVER_OPTIONS = DevServerOptions(api_key=KEY)
 
 
 def _root(server: RunningDevServer) -> str:

@@ -36,13 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
 async def client(server: RunningDevServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=30) as http:
         yield http

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from assistant.devserver import DevServerOptions, Fault, RunningDevServer, start_devserver
+from assistant.devserver import DevServerOptions, Fault, RunningDevServer
 from assistant.devserver.conversations import chat_reply
 from assistant.providers.base import ServiceError
 from assistant.providers.dify import DifyClient, DifyCompletion, make_dify_completion
@@ -24,11 +24,7 @@ FOLLOW_UP = "And how long would it take to fly there?"
 NOT_FOUND = {"code": "not_found", "message": "Conversation Not Exists.", "status": 404}
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions(api_key=KEY))
-    yield running
-    await running.stop()
+DEV_SERVER_OPTIONS = DevServerOptions(api_key=KEY)
 
 
 def _client(server: RunningDevServer, mode: str = "streaming", idle_s: float = 300.0) -> DifyClient:

@@ -18,7 +18,6 @@ from assistant.devserver import (
     RunningDevServer,
     reply_for,
     speech_for,
-    start_devserver,
 )
 from assistant.providers.base import ServiceError, SpeechInput
 from assistant.providers.dify import (
@@ -33,11 +32,7 @@ KEY = "app-test-key"
 QUESTION = "What is the weather like on Mars?"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions(api_key=KEY))
-    yield running
-    await running.stop()
+DEV_SERVER_OPTIONS = DevServerOptions(api_key=KEY)
 
 
 def _client(server: RunningDevServer, key: str = KEY, mode: str = "streaming") -> DifyClient:

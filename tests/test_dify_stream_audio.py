@@ -19,7 +19,6 @@ from assistant.devserver import (
     RunningDevServer,
     reply_for,
     speech_for,
-    start_devserver,
 )
 from assistant.devserver.answers import TTS_PIECE_BYTES
 from assistant.devserver.conversations import chat_reply
@@ -33,11 +32,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 QUESTION = "Is it going to rain tomorrow?"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions(api_key=KEY, stream_tts=True))
-    yield running
-    await running.stop()
+DEV_SERVER_OPTIONS = DevServerOptions(api_key=KEY, stream_tts=True)
 
 
 def _client(server: RunningDevServer, app: str = "completion", user: str = "tester") -> DifyClient:

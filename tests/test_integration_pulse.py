@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 from audio_match import find
@@ -18,11 +17,9 @@ from pulse import PulseServer
 
 from assistant.app import RunOptions, run_assistant
 from assistant.devserver import (
-    DevServerOptions,
     RunningDevServer,
     reply_for,
     speech_for,
-    start_devserver,
 )
 from assistant.events import Event, EventBus, Subscription
 from assistant.settings import DifySettings, Secret, Settings
@@ -31,12 +28,7 @@ QUESTION = "What is the weather like on Mars?"
 TURN_TIMEOUT_S = 60
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions())
-    running.state.set_latency(stt_latency_ms=50, first_token_ms=50, tokens_per_second=60)
-    yield running
-    await running.stop()
+DEV_SERVER_LATENCY = dict(stt_latency_ms=50, first_token_ms=50, tokens_per_second=60)
 
 
 async def _wait_for(events: Subscription, predicate: object, timeout: float) -> Event:

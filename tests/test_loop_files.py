@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from audio_match import find, first_sound_s
 from audio_samples import concat, silence, speech_16k, voiced_span
 
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
 from assistant.devserver import (
-    DevServerOptions,
     Fault,
     RunningDevServer,
     reply_for,
     speech_for,
-    start_devserver,
 )
 from assistant.settings import DifySettings, Secret, Settings
 from hardware.wav_devices import read_wav
@@ -28,14 +24,9 @@ QUESTION = "What is the weather like on Mars?"
 SECOND = "Tell me a joke."
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions())
-    running.state.set_latency(
-        stt_latency_ms=50, first_token_ms=50, tokens_per_second=100, tts_first_byte_ms=30
-    )
-    yield running
-    await running.stop()
+DEV_SERVER_LATENCY = dict(
+    stt_latency_ms=50, first_token_ms=50, tokens_per_second=100, tts_first_byte_ms=30
+)
 
 
 def _settings(server: RunningDevServer, **dify: object) -> Settings:

@@ -45,11 +45,7 @@ TTS_SPEED = 4.0
 CODEC_PADDING_S = 0.1
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions(api_key=KEY, tts_speed=TTS_SPEED))
-    yield running
-    await running.stop()
+DEV_SERVER_OPTIONS = DevServerOptions(api_key=KEY, tts_speed=TTS_SPEED)
 
 
 def _client(server: RunningDevServer, key: str = KEY, **settings: object) -> OpenAIClient:

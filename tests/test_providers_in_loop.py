@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,10 @@ from audio_samples import concat, silence, speech_16k
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
 from assistant.devserver import (
-    DevServerOptions,
     Fault,
     RunningDevServer,
     reply_for,
     speech_for,
-    start_devserver,
 )
 from assistant.events import EventBus
 from assistant.settings import (
@@ -41,12 +38,7 @@ QUESTION = "What is the weather like on Mars?"
 SECOND = "Tell me a joke."
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions())
-    running.state.set_latency(first_token_ms=30, tokens_per_second=200)
-    yield running
-    await running.stop()
+DEV_SERVER_LATENCY = dict(first_token_ms=30, tokens_per_second=200)
 
 
 def _settings(server: RunningDevServer, **sections: Any) -> Settings:

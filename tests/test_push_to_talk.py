@@ -11,26 +11,21 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from audio_samples import concat, silence, speech_16k
 from gpiozero.pins.mock import MockFactory
 
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
-from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+from assistant.devserver import RunningDevServer
 from assistant.events import Event, EventBus, Subscription
 from assistant.settings import AssistantSettings, DifySettings, Secret, Settings, Trigger
+from hardware.wav_devices import read_wav
 
 QUESTION = "What is the weather like on Mars?"
 OTHER = "Tell me a joke."
 PIN = 17
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions())
-    yield running
-    await running.stop()
 
 
 def _settings(server: RunningDevServer) -> Settings:
@@ -147,3 +142,47 @@ async def test_long_press_without_speech_starts_a_new_conversation(
     first_id = chats[0].details["conversation_id"]
     assert first_id and chats[1].details["conversation_id"] != first_id
     assert chats[1].details["answer"].endswith("This is turn 1 of our conversation.")
+
+
+async def test_press_during_the_answer_silences_it_and_takes_the_new_question(
+    server: RunningDevServer, mock_pins: MockFactory, tmp_path: Path
+) -> None:
+    question, other = speech_16k(QUESTION), speech_16k(OTHER)
+    q_len, o_len = len(question) / 16_000, len(other) / 16_000
+    barge_at = 6.0  # the first answer is playing by then
+    mic = concat(
+        silence(500),
+        question,
+        silence((barge_at + 0.2 - 0.5 - q_len) * 1000),
+        other,
+        silence(3000),
+    )
+    mic_path = tmp_path / "mic.wav"
+    mic_path.write_bytes(encode_wav(mic, 16_000))
+    out_path = tmp_path / "out.wav"
+    bus = EventBus()
+    events = bus.subscribe()
+    assistant = asyncio.create_task(
+        run_assistant(_settings(server), RunOptions(mic_path, out_path), bus)
+    )
+    t0 = (await _next(events, "ready")).t
+    await _hold(mock_pins, t0, 0.4, 0.6 + q_len)
+    await _hold(mock_pins, t0, barge_at, barge_at + 0.2 + o_len + 0.1)
+    await asyncio.wait_for(assistant, 60)
+
+    seen = [e async for e in _all(events)]
+    [barge] = [e for e in seen if e.kind == "barge_in"]
+    assert barge.data["by"] == "button"
+    assert [e.data["text"] for e in seen if e.kind == "transcript"] == [QUESTION, OTHER]
+    # The Dify task of the interrupted answer was stopped with the same user.
+    [stop] = server.state.records("completion-messages-stop")
+    assert stop.details["user"] == Settings().assistant.user
+    # What the speaker played: the first answer until the press, then silence
+    # within a period or two, until the second answer.
+    heard, rate = read_wav(out_path)
+    edge = barge.data["t"] - t0
+    loud = np.flatnonzero(np.abs(heard.astype(np.int32)) > 300) / rate
+    before = loud[loud < edge]
+    assert len(before) and edge - before[-1] < 0.3, "the first answer was playing"
+    after_edge = loud[(loud >= edge) & (loud < edge + 1.0)]
+    assert len(after_edge) == 0 or after_edge[-1] - edge < 0.06, "silent within 60 ms"

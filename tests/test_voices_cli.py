@@ -5,21 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
-from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+from assistant.devserver import RunningDevServer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[RunningDevServer]:
-    running = await start_devserver(options=DevServerOptions())
-    yield running
-    await running.stop()
 
 
 async def _voices(provider: str, env: dict[str, str]) -> tuple[int, str]:
