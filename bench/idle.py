@@ -389,20 +389,20 @@ class Bench:
             await asyncio.sleep(SETTLE_S)
             # Sampled with the state, so that CPU spent on a turn (a noise the VAD
             # took for speech) can be told apart from CPU spent listening.
-            samples: list[tuple[float, float, str]] = []
+            readings: list[tuple[float, float, str]] = []
             while True:
                 child.poll()
                 now = time.monotonic()
-                samples.append((now, cpu_seconds(child.pid), child.state))
+                readings.append((now, cpu_seconds(child.pid), child.state))
                 if now >= end:
                     break
                 await asyncio.sleep(min(CPU_SAMPLE_S, end - now))
             run.peak_mb = memory_mb(child.pid)["VmHWM"]
         finally:
             await self.finish(child)
-        run.audio_s = samples[-1][0] - samples[0][0]
-        run.cpu_s = samples[-1][1] - samples[0][1]
-        for (t_a, cpu_a, state_a), (t_b, cpu_b, state_b) in itertools.pairwise(samples):
+        run.audio_s = readings[-1][0] - readings[0][0]
+        run.cpu_s = readings[-1][1] - readings[0][1]
+        for (t_a, cpu_a, state_a), (t_b, cpu_b, state_b) in itertools.pairwise(readings):
             if state_a in LISTENING_STATES and state_b in LISTENING_STATES:
                 run.listening_audio_s += t_b - t_a
                 run.listening_cpu_s += cpu_b - cpu_a
