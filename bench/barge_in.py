@@ -1,6 +1,7 @@
 """Barge-in: time from the talk button's edge to the speaker going silent (p50/p95).
 
-    .venv/bin/python -m bench.barge_in [--presses 20] [--device file|pulse|both] [--seed 1]
+    .venv/bin/python -m bench.barge_in [--presses 20] [--device file|pulse|both]
+                                       [--period-ms 20] [--seed 1]
 
 Each press is one push-to-talk run of the whole assistant (`run_assistant`, in
 this process, against the bundled dev server on loopback): the button, driven
@@ -8,7 +9,8 @@ through gpiozero's MockFactory, is held while a question is spoken; once the
 answer is playing (the `speaking` state) the bench waits a random 0.1-4 s and
 presses again. That press is the barge-in: its edge time is the `barge_in`
 event's `t` (stamped in the button callback), and the figure is the time from
-it to the last loud sample the speaker played.
+it to the last sound the speaker played. The table also splits off the software
+part, edge to the sink's flush() (timed by wrapping flush() in this process).
 
 - `file`: the microphone and speaker are WAV files on one timeline; the speaker
   file's sample n sounded n samples after the `ready` event.

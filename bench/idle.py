@@ -1,6 +1,7 @@
 """Idle cost: CPU while listening, resident memory, and start-up time.
 
     .venv/bin/python -m bench.idle [--seconds 60] [--turns 100] [--device file|pulse|both]
+                                   [--period-ms 20] [--env KEY=VALUE ...]
 
 The assistant runs as it would in production, as its own process
 (`python -m assistant run`), hands-free, against the bundled dev server, which
@@ -12,13 +13,17 @@ memory and CPU are not counted. Three runs per device:
    window's seconds of audio: 0.01 CPU-s per s is 1 % of one core.
 2. `noise`: the same over background noise: pink noise at -45 dBFS RMS (a quiet
    room, about 25 dB below speech at a usual microphone gain), a 100 Hz fan hum,
-   and non-speech sounds (knocks, bursts of keyboard clicks, a cup's clink). The
-   VAD events it causes are counted: a sound taken for speech makes a turn.
+   and non-speech sounds (knocks, short bursts of typing, a cup's clink). The VAD
+   events it causes are counted; a sound taken for speech makes a turn, so the
+   CPU is also given for the part of the window spent listening (state idle or
+   listening, from the events), which is the figure the target is checked on.
 3. `turns`: `--turns` (+1) short questions, each interrupting the previous answer
-   (`barge_in_voice` on) once its first sentence is playing, so a turn costs
+   (`barge_in_voice` on) about a second into its answer, so a turn costs
    about 3 s instead of the ~12 s of the dev server's four-sentence answer
    (the server cannot shorten its answers). VmRSS from /proc/<pid>/status is
-   read after turns 1, 10, 25, 50... and the last.
+   read after turns 1, 10, 25, 50... and the last. In file mode the process holds
+   the whole microphone WAV in memory (32 kB per second of it: ~9 MB for 100
+   turns), so compare the growth between checkpoints; `pulse` has no such file.
 
 Each run also gives the start-up time: from just before the process is spawned
 to its `ready` event. The event's `t` is the child's time.monotonic(), which on
@@ -296,6 +301,8 @@ class Child:
             self.run.counts[kind] = self.run.counts.get(kind, 0) + 1
             if kind == "state":
                 self.state = event["state"]
+                key = f"state:{self.state}"
+                self.run.counts[key] = self.run.counts.get(key, 0) + 1
         return events
 
     async def ready(self) -> None:
@@ -531,6 +538,17 @@ def tables(results: dict[str, list[Run]], turns: int) -> str:
         )
     lines = ["CPU while listening (the assistant's process, all threads):", *cpu, ""]
     lines += [f"Start-up and memory ({turns} turns):", *memory]
+    for device, runs in results.items():
+        for run in runs:
+            if run.name == "turns":
+                # Proof that the turns were whole turns: heard, answered, interrupted.
+                c = run.counts
+                lines.append(
+                    f"{device} turns run: {c.get('transcript', 0)} transcripts, "
+                    f"{c.get('state:speaking', 0)} answers playing, "
+                    f"{c.get('barge_in', 0)} interrupted by the next question, "
+                    f"{c.get('error', 0)} errors"
+                )
     return "\n".join(lines)
 
 
