@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.events import Event, EventBus, JsonlWriter
+from assistant.heap import HeapTrimmer
 from assistant.loop import VoiceLoop
 from assistant.providers.base import ServiceError
-from assistant.providers.dify import DifyClient
-from assistant.providers.factory import build_stages
+from assistant.providers.chain import FailureReport
+from assistant.providers.factory import Services, build_stages
 from assistant.settings import Secret, Settings, Trigger
 from assistant.watchdog import Watchdog, sd_notify
 from hardware.interfaces import AudioSink, AudioSource
@@ -35,6 +36,8 @@ class RunOptions:
     """Speaker replaced by this WAV, written on the microphone's timeline."""
     events_jsonl: Path | None = None
     """Every event as one JSON line."""
+    source: AudioSource | None = None
+    """A ready-made microphone (a benchmark's scripted one); takes precedence over mic_wav."""
 
 
 def _log_event(event: Event) -> None:
@@ -52,11 +55,13 @@ def _notify_systemd(event: Event) -> None:
 
 
 def _make_source(settings: Settings, options: RunOptions) -> AudioSource:
+    if options.source is not None:
+        return options.source
     if options.mic_wav is not None:
         from hardware.wav_devices import WavFileSource
 
         return WavFileSource(options.mic_wav, block_ms=settings.audio.period_ms)
-    from hardware.pyaudio_devices import Microphone
+    from hardware.microphone import Microphone
 
     return Microphone(settings.audio)
 
@@ -72,7 +77,7 @@ def _make_sink(settings: Settings, options: RunOptions) -> AudioSink:
             period_ms=settings.audio.period_ms,
             playback_buffer_s=settings.audio.playback_buffer_s,
         )
-    from hardware.pyaudio_devices import Speaker
+    from hardware.speaker import Speaker
 
     return Speaker(settings.audio)
 
@@ -113,18 +118,32 @@ async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
         await server.stop()
 
 
-async def _warm_up(client: DifyClient, bus: EventBus) -> None:
-    """Open the connection and check the key before the first question is asked."""
+async def _warm_up(services: Services, bus: EventBus) -> None:
+    """Open every service's connections and check Dify's key before the first question."""
     try:
         async with asyncio.timeout(WARM_UP_TIMEOUT_S):
-            params = await client.parameters()
+            params, failures = await asyncio.gather(
+                services.dify.parameters(), services.warmer.warm()
+            )
     except (ServiceError, TimeoutError) as exc:
         # Not fatal: the network may come back; each turn reports its own failure.
-        log.error("Dify is not reachable yet: %s", exc)
+        log.error("Dify is not reachable yet: %s", exc or "timed out")
         bus.publish("error", stage="startup", code="unreachable", message=str(exc))
         return
+    for name, exc in failures.items():
+        log.error("%s is not reachable yet: %s", name, exc or "timed out")
+        bus.publish("error", stage="startup", service=name, code="unreachable", message=str(exc))
     if not params.get("text_to_speech", {}).get("enabled", True):
         log.warning("this Dify app has text-to-speech disabled; /text-to-audio will fail")
+
+
+def _failure_publisher(bus: EventBus) -> FailureReport:
+    """Every failed attempt of a stage, even one a retry or fallback recovered."""
+
+    def publish(exc: ServiceError, step: str) -> None:
+        bus.publish("service_error", next=step, **exc.as_event())
+
+    return publish
 
 
 async def run_assistant(
@@ -144,27 +163,37 @@ async def run_assistant(
     writer = JsonlWriter(options.events_jsonl) if options.events_jsonl else None
     if writer is not None:
         bus.add_listener(writer)
+    trimmer = HeapTrimmer()
+    bus.add_listener(trimmer.on_event)
     try:
         async with (
             local_server_if_needed(settings) as live,
-            build_stages(live) as (stages, dify),
+            build_stages(live, _failure_publisher(bus)) as services,
         ):
+            bus.add_listener(services.warmer.on_event)
             button = None
             try:
-                await _warm_up(dify, bus)
+                await _warm_up(services, bus)
                 if live.assistant.trigger is Trigger.PUSH_TO_TALK:
                     from hardware.buttons import TalkButton
 
                     button = TalkButton(live.button, asyncio.get_running_loop())
                 source, sink = _make_source(live, options), _make_sink(live, options)
                 loop = VoiceLoop(
-                    live, source, sink, stages, bus, button, _timeline_aligner(source, sink)
+                    live,
+                    source,
+                    sink,
+                    services.stages,
+                    bus,
+                    button,
+                    _timeline_aligner(source, sink),
                 )
                 await loop.run()
             finally:
                 if button is not None:
                     button.close()
     finally:
+        trimmer.close()
         if watchdog is not None:
             watchdog.stop()
         if writer is not None:

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--tts-speed", type=float, default=0, help="audio sent at N x real time; 0 = at once"
     )
+    dev.add_argument(
+        "--reply-sentences", type=int, default=0, help="answer length in sentences; 0 = all"
+    )
     return parser
 
 
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 tokens_per_second=args.tokens_per_second,
                 tts_first_byte_ms=args.tts_first_byte_ms,
                 tts_speed=args.tts_speed,
+                reply_sentences=args.reply_sentences,
             ),
         )
         return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlparse
 
-from assistant.settings import Secret, Settings
+from assistant.settings import Secret, Settings, Speculate
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ def _between(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
 
 
+def _zero_or_between(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: (
+        None if v == 0 or lo <= v <= hi else f"must be 0 (use [http]'s) or {lo} to {hi}"
+    )
+
+
 def _one_of(*allowed: object) -> Callable[[Any], str | None]:
     return lambda v: None if v in allowed else f"must be one of {', '.join(map(str, allowed))}"
 
@@ -100,6 +106,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "vad.start_ms": _between(10, 1000),
     "vad.min_speech_ms": _between(0, 5000),
     "vad.max_utterance_s": _between(1, 600),
+    "vad.speculate_after_ms": _between(100, 5000),
     "button.pin": _between(0, 27),
     "button.bounce_ms": _between(0, 500),
     "button.long_press_s": _between(0.3, 30),
@@ -109,7 +116,13 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "http.stt_timeout_s": _between(1, 600),
     "http.completion_timeout_s": _between(1, 3600),
     "http.tts_timeout_s": _between(1, 600),
+    "http.tts_first_audio_timeout_s": _between(0.5, 600),
+    "http.retries": _between(0, 5),
+    "http.retry_backoff_s": _between(0, 10),
+    "http.max_retry_after_s": _between(0, 60),
     "dify.base_url": _url,
+    "dify.connect_timeout_s": _zero_or_between(0.1, 120),
+    "dify.read_timeout_s": _zero_or_between(0.5, 600),
     "dify.response_mode": _one_of("streaming", "blocking"),
     "dify.app": _one_of("completion", "chat"),
     "dify.conversation_idle_s": _between(10, 86_400),
@@ -118,10 +131,14 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "providers.tts": _one_of(*TTS_PROVIDERS),
     "providers.tts_fallback": _each_one_of(*TTS_PROVIDERS),
     "openai.base_url": _url,
+    "openai.connect_timeout_s": _zero_or_between(0.1, 120),
+    "openai.read_timeout_s": _zero_or_between(0.5, 600),
     "openai.temperature": _between(0, 1),
     "openai.response_format": _one_of(*OPENAI_FORMATS),
     "openai.speed": _between(0.25, 4),
     "convai.base_url": _url,
+    "convai.connect_timeout_s": _zero_or_between(0.1, 120),
+    "convai.read_timeout_s": _zero_or_between(0.5, 600),
     "convai.encoding": _one_of("wav", "mp3"),
     "speech.min_sentence_chars": _between(0, 400),
     "speech.max_sentence_chars": _between(20, 4096),
@@ -277,9 +294,31 @@ def _check(settings: Settings) -> None:
             "must be below speech.max_sentence_chars",
         )
     _check_openai(settings)
+    _check_speculation(settings)
     if settings.vad.preroll_ms % settings.vad.frame_ms:
         raise ConfigError(
             "vad.preroll_ms", settings.vad.preroll_ms, "must be a multiple of frame_ms"
+        )
+
+
+def _check_speculation(settings: Settings) -> None:
+    vad = settings.vad
+    if vad.speculate is not Speculate.OFF and vad.speculate_after_ms >= vad.hangover_ms:
+        # Not an error: a short hangover set on its own must keep working.
+        log.warning(
+            "vad.speculate_after_ms (%d) is not below vad.hangover_ms (%d): "
+            "no speculative work will start",
+            vad.speculate_after_ms,
+            vad.hangover_ms,
+        )
+    if vad.speculate is Speculate.STT_COMPLETION and settings.dify.app == "chat":
+        # Dify keeps a stopped chat message in the conversation: the model would hear
+        # the discarded half question again in every later turn.
+        raise ConfigError(
+            "vad.speculate",
+            vad.speculate.value,
+            'needs dify.app = "completion" (a chat app would remember the discarded '
+            'half question); use "stt"',
         )
 
 

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: str
-    """state | transcript | answer | sentence | marks | error | utterance_dropped | info"""
+    """state | transcript | answer | sentence | marks | error | utterance_dropped | info |
+    speculation | ..."""
     data: dict[str, Any] = field(default_factory=dict)
     t: float = field(default_factory=time.monotonic)
     """time.monotonic() when it happened."""

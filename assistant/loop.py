@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +22,8 @@ from assistant.audio.earcons import error_earcon
 from assistant.audio.endpointer import (
     Endpointer,
     EndpointEvent,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     Utterance,
     UtteranceDropped,
@@ -29,17 +33,42 @@ from assistant.audio.espeak import EspeakError, synthesize_async
 from assistant.audio.resample import resample_once
 from assistant.events import EventBus
 from assistant.failures import describe_failure
-from assistant.settings import Settings, Trigger
+from assistant.settings import Settings, Speculate, Trigger
+from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
 from assistant.states import State
 from assistant.turn import Stages, Turn
-from hardware.buttons import TalkButton
-from hardware.interfaces import AudioBlock, AudioSink, AudioSource, DeviceError
+from hardware.interfaces import (
+    AudioBlock,
+    AudioSink,
+    AudioSource,
+    BatchedHandover,
+    DeviceError,
+    Preparable,
+)
+
+if TYPE_CHECKING:
+    # Only for the annotation: gpiozero is imported when a button is configured.
+    from hardware.buttons import TalkButton
 
 log = logging.getLogger(__name__)
 
-REOPEN_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
-"""Waits between attempts to reopen a vanished device; the last one repeats."""
+REOPEN_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+"""Waits between attempts to reopen a vanished device, before jitter; the last one
+repeats. The cap keeps a device that comes back in use again within ~2 s."""
+STILL_DOWN_LOG_S = 60.0
+"""While a device stays away, a reminder is logged at most this often (no flood)."""
+IDLE_HANDOVER_S = 0.1
+"""While nobody speaks, the microphone may hand over this much audio at a time: the
+loop wakes 10 times a second instead of 50. Speech is still classified in 20 ms
+frames; only noticing that it started can come up to this much later."""
+
+
+def reopen_delay(attempt: int) -> float:
+    """Backoff before reopen attempt `attempt` + 1: doubling, capped, with jitter
+    (half to all of the step) so that several devices do not retry in lockstep."""
+    step = REOPEN_BACKOFF_S[min(attempt, len(REOPEN_BACKOFF_S) - 1)]
+    return step * random.uniform(0.5, 1.0)
 
 
 class InputEnded(Exception):
@@ -69,13 +98,22 @@ class VoiceLoop:
         self._on_devices_open = on_devices_open
         # In push-to-talk the VAD never opens an utterance: only the button does.
         self._endpointer = Endpointer(
-            settings.vad, hands_free=settings.assistant.trigger is Trigger.HANDS_FREE
+            settings.vad,
+            hands_free=settings.assistant.trigger is Trigger.HANDS_FREE,
+            pause_events=settings.vad.speculate is not Speculate.OFF,
         )
+        self._speculation = Speculator(settings.vad.speculate, bus, self._set_state)
         self._state = State.IDLE
         self._turns = 0
         self._input_ended = False
         self._pressed_at: float | None = None
         self._carry_over = False
+        self._handover = source if isinstance(source, BatchedHandover) else None
+        self._handover_s = 0.0
+        self._preparer = sink if isinstance(sink, Preparable) else None
+        self._was_in_utterance = False
+        self._down_since: float | None = None
+        """time.monotonic() when the current device outage was reported; None when all is well."""
 
     @property
     def state(self) -> State:
@@ -97,27 +135,59 @@ class VoiceLoop:
                     await self._respond(utterance)
             self._set_state(State.IDLE)
         finally:
+            await self._speculation.aclose()
             await self._close_devices()
 
     # -- devices ---------------------------------------------------------------
 
     async def _open_devices(self) -> None:
+        """Open both devices, retrying with capped, jittered backoff until they do."""
         attempt = 0
+        last_reminder = time.monotonic()
         while True:
             try:
                 await self._source.start()
                 await self._sink.start()
-                if self._on_devices_open is not None:
-                    self._on_devices_open()
-                return
             except DeviceError as exc:
                 await self._close_devices()
-                wait = REOPEN_BACKOFF_S[min(attempt, len(REOPEN_BACKOFF_S) - 1)]
+                wait = reopen_delay(attempt)
                 attempt += 1
-                self._set_state(State.ERROR)
-                self._bus.publish("error", stage="device", code="device_error", message=str(exc))
-                log.error("audio device unavailable (%s); retrying in %.1f s", exc, wait)
+                if self._down_since is None:
+                    self._report_device_error(exc, "opening the audio devices")
+                elif time.monotonic() - last_reminder >= STILL_DOWN_LOG_S:
+                    last_reminder = time.monotonic()
+                    log.warning(
+                        "audio devices still unavailable after %d attempts: %s", attempt, exc
+                    )
+                else:
+                    log.debug("reopen attempt %d failed (%s); next in %.2f s", attempt, exc, wait)
                 await asyncio.sleep(wait)
+                continue
+            self._handover_s = 0.0  # a new source starts with every block handed over
+            if self._on_devices_open is not None:
+                self._on_devices_open()
+            if self._down_since is not None:
+                outage = time.monotonic() - self._down_since
+                self._down_since = None
+                log.info("audio devices are back after %.1f s (%d attempts)", outage, attempt)
+                self._bus.publish("device_restored", outage_s=round(outage, 3), attempts=attempt)
+            return
+
+    def _report_device_error(self, exc: BaseException, what: str) -> None:
+        """Say once per outage that a device failed: the error state, event and log line."""
+        if self._down_since is not None:
+            log.debug("%s failed again during the outage: %s", what, exc)
+            return
+        self._down_since = time.monotonic()
+        message = str(exc) or type(exc).__name__
+        self._set_state(State.ERROR)
+        self._bus.publish("error", stage="device", code="device_error", message=message)
+        log.error("%s failed (%s); reopening the audio devices", what, message)
+
+    async def _device_failed(self, exc: BaseException, what: str) -> None:
+        """A device failed: report it (once), then reopen both until they work again."""
+        self._report_device_error(exc, what)
+        await self._reopen_devices()
 
     async def _close_devices(self) -> None:
         for device in (self._source, self._sink):
@@ -131,6 +201,15 @@ class VoiceLoop:
         await self._open_devices()
 
     async def _read(self) -> AudioBlock:
+        in_utterance = self._endpointer.in_utterance
+        quiet = not in_utterance and self._state in (State.IDLE, State.LISTENING)
+        handover_s = IDLE_HANDOVER_S if quiet else 0.0
+        if handover_s != self._handover_s and self._handover is not None:
+            self._handover.set_handover(handover_s)
+        self._handover_s = handover_s
+        if in_utterance and not self._was_in_utterance and self._preparer is not None:
+            self._preparer.prepare()  # an answer may follow: ready the speaker meanwhile
+        self._was_in_utterance = in_utterance
         block = await self._source.read(timeout=self._settings.audio.device_timeout_s)
         if block is None:
             self._input_ended = True
@@ -163,10 +242,8 @@ class VoiceLoop:
                     return utterance
             return None
         except (DeviceError, TimeoutError) as exc:
-            self._set_state(State.ERROR)
-            self._bus.publish("error", stage="device", code="device_error", message=str(exc))
-            log.error("microphone failed (%s); reopening", exc or type(exc).__name__)
-            await self._reopen_devices()
+            self._speculation.abandon("device")
+            await self._device_failed(exc, "the microphone")
             return None
 
     def _button_edges(self) -> list[EndpointEvent]:
@@ -200,7 +277,12 @@ class VoiceLoop:
     def _endpointer_result(self, event: EndpointEvent) -> Utterance | None:
         if isinstance(event, SpeechStarted):
             self._bus.publish("speech_started", t_speech=event.t)
+        elif isinstance(event, SpeechPaused):
+            self._speculation.start(event.utterance, self._speculative_turn)
+        elif isinstance(event, SpeechResumed):
+            self._speculation.discard("resumed")
         elif isinstance(event, UtteranceDropped):
+            self._speculation.abandon("dropped")
             self._bus.publish("utterance_dropped", reason=event.reason, speech_ms=event.speech_ms)
             if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
                 self._set_state(State.IDLE)
@@ -218,10 +300,13 @@ class VoiceLoop:
             duration_s=round(utterance.duration, 3),
             speech_ms=utterance.speech_ms,
         )
-        turn = Turn(
-            self._turns, self._stages, self._sink, self._settings, self._bus, self._set_state
-        )
-        answering = asyncio.create_task(turn.run(utterance))
+        if (speculation := self._speculation.adopt(utterance)) is not None:
+            # Started at a pause that turned out to be the end: already under way.
+            turn, answering = speculation.turn, speculation.task
+        else:
+            turn = self._turn(self._turns)
+            turn.marks.counts.update(self._speculation.take_counts())
+            answering = asyncio.create_task(turn.run(utterance))
         # The microphone keeps running during the answer: its audio feeds the
         # pre-roll (or the voice barge-in), so a live device never overflows and
         # a file keeps its pace.
@@ -240,6 +325,15 @@ class VoiceLoop:
         finally:
             for task in (answering, listening, pressing):
                 await cancel_and_wait(task)
+
+    def _turn(self, number: int, gate: Gate | None = None) -> Turn:
+        return Turn(
+            number, self._stages, self._sink, self._settings, self._bus, self._set_state, gate
+        )
+
+    def _speculative_turn(self, gate: Gate) -> Turn:
+        """The next turn, started early behind `gate` (it keeps the number if used)."""
+        return self._turn(self._turns + 1, gate)
 
     async def _first_interruption(
         self, answering: asyncio.Task[None], *watchers: asyncio.Task[bool]
@@ -267,7 +361,8 @@ class VoiceLoop:
         except InputEnded:
             return False
         except (DeviceError, TimeoutError) as exc:
-            log.error("microphone failed during an answer: %s", exc or type(exc).__name__)
+            # The answer goes on; the next listen meets the failure and reopens.
+            log.warning("microphone failed during an answer: %s", exc or type(exc).__name__)
             return False
 
     async def _press_during_answer(self) -> bool:
@@ -304,8 +399,11 @@ class VoiceLoop:
             )
             await self._sink.drain(timeout=self._settings.audio.playback_buffer_s + 5.0)
         except (DeviceError, TimeoutError) as device_exc:
-            log.error("speaker failed while reporting an error: %s", device_exc)
-            await self._reopen_devices()
+            if failure["stage"] == "device" and self._down_since is None:
+                # The turn's error event has announced this outage already.
+                self._down_since = time.monotonic()
+                log.error("the speaker failed too (%s); reopening the audio devices", device_exc)
+            await self._device_failed(device_exc, "the speaker, saying an error,")
 
     async def _offline_voice(self, sentence: str) -> np.ndarray:
         """The sentence in the device's own espeak-ng voice; the error tone if even that fails."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 MARK_ORDER = (
     "speech_end",
+    "speculation",
     "endpoint",
     "upload_start",
     "upload_end",
@@ -20,6 +21,8 @@ MARK_ORDER = (
 """The marks of one turn, in the order they normally happen.
 
 speech_end: end of the last voiced frame (VAD) or the button release;
+speculation: when the pause that started this turn's speculative work was noticed
+(only for a turn that used one; its upload_start and transcript may precede endpoint);
 endpoint: when the endpointer decided the utterance was over;
 first_audio: first decoded sample handed to the speaker.
 """
@@ -29,6 +32,8 @@ first_audio: first decoded sample handed to the speaker.
 class TurnMarks:
     turn: int
     times: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """Things counted over the turn's utterance (speculations used and discarded)."""
 
     def mark(self, name: str, t: float | None = None) -> None:
         """Record `name` once; later calls keep the first time."""
@@ -47,4 +52,5 @@ class TurnMarks:
     def summary(self) -> str:
         """One log line: each mark in ms after the end of speech."""
         parts = [f"{name}=+{ms:.0f}ms" for name, ms in self.since_speech_end_ms().items()]
+        parts += [f"{name}={count}" for name, count in self.counts.items() if count]
         return f"turn {self.turn}: " + " ".join(parts)

@@ -18,6 +18,17 @@ class Trigger(StrEnum):
     """Audio is captured while the talk button is held; the release ends it."""
 
 
+class Speculate(StrEnum):
+    OFF = "off"
+    """Speech-to-text starts when the hangover has confirmed the end of the question."""
+    STT = "stt"
+    """The utterance so far is transcribed during the hangover; the answer starts once the
+    hangover confirms the end."""
+    STT_COMPLETION = "stt+completion"
+    """The answer is also requested during the hangover; nothing plays until the end is
+    confirmed, and a question that goes on stops it (Text Generator apps only)."""
+
+
 class Secret(str):
     """A string that never shows itself in a repr, a log line or an f-string."""
 
@@ -85,6 +96,13 @@ class VadSettings:
     """Utterances with less voiced audio than this are dropped (clicks, coughs)."""
     max_utterance_s: float = 30.0
     """Hard cap on one utterance; 30 s of 16 kHz s16 is 0.96 MB, far below upload limits."""
+    speculate: Speculate = Speculate.STT
+    """Start work during the hangover: `off`, `stt` or `stt+completion`. A pause of
+    `speculate_after_ms` sends the utterance so far to speech-to-text at once; speech
+    resuming discards that work. Costs one extra upload per such pause in mid-question."""
+    speculate_after_ms: int = 200
+    """Silence after which the speculative work starts; it starts only when this is
+    below `hangover_ms`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +129,17 @@ class HttpSettings:
     """Whole completion stream."""
     tts_timeout_s: float = 30.0
     """Whole synthesis of one sentence."""
+    tts_first_audio_timeout_s: float = 8.0
+    """Longest wait for one voice's first audio of a sentence; then the next voice in the
+    chain (in the end the local one) says it, within what is left of `tts_timeout_s`."""
+    retries: int = 1
+    """Extra attempts of a request that is safe to repeat (an utterance's upload, a
+    sentence's synthesis before it plays) after a transient failure: connection lost or
+    refused, 429, 5xx. Then the fallback provider is asked. Completions are never retried."""
+    retry_backoff_s: float = 0.2
+    """Wait before the first retry; doubles per retry, half of it random (jitter)."""
+    max_retry_after_s: float = 3.0
+    """A 429's Retry-After up to this long is waited out; a longer one goes to the fallback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +150,10 @@ class DifySettings:
     """App key (`app-...`). Prefer the DIFY_API_KEY variable or `api_key_file`."""
     api_key_file: str = ""
     """File holding the key; must be readable by its owner only."""
+    connect_timeout_s: float = 0.0
+    """This service's connect limit; 0 = `http.connect_timeout_s`."""
+    read_timeout_s: float = 0.0
+    """This service's longest gap between two received bytes; 0 = `http.read_timeout_s`."""
     response_mode: str = "streaming"
     """`streaming` (SSE, speech starts early) or `blocking` (one JSON answer)."""
     inputs: dict[str, str] = field(default_factory=dict)
@@ -158,6 +191,10 @@ class OpenAISettings:
     """Prefer the OPENAI_API_KEY variable or `api_key_file`."""
     api_key_file: str = ""
     """File holding the key; must be readable by its owner only."""
+    connect_timeout_s: float = 0.0
+    """This service's connect limit; 0 = `http.connect_timeout_s`."""
+    read_timeout_s: float = 0.0
+    """This service's longest gap between two received bytes; 0 = `http.read_timeout_s`."""
     stt_model: str = "whisper-1"
     """whisper-1, gpt-4o-transcribe or gpt-4o-mini-transcribe (any name on other servers)."""
     language: str = ""
@@ -188,6 +225,10 @@ class ConvaiSettings:
     """Prefer the CONVAI_API_KEY variable or `api_key_file`."""
     api_key_file: str = ""
     """File holding the key; must be readable by its owner only."""
+    connect_timeout_s: float = 0.0
+    """This service's connect limit; 0 = `http.connect_timeout_s`."""
+    read_timeout_s: float = 0.0
+    """This service's longest gap between two received bytes; 0 = `http.read_timeout_s`."""
     voice: str = "fable_OpenAi_c4d30a32-bcaf-4048-b7b0-0f2bb293205a"
     """A `voice_value` from `voice-assistant voices --provider convai`."""
     encoding: str = "wav"

@@ -11,16 +11,17 @@ by `message_id`) takes the same path, as one item.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from assistant.audio.decoders import PcmChunk, SniffingDecoder
 from assistant.audio.resample import StreamResampler
+from assistant.audio.wav import AudioFormatError
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
-from assistant.providers.base import AudioChunk, TextToSpeech
+from assistant.providers.base import AudioChunk, ServiceError, TextToSpeech
 from hardware.interfaces import AudioSink
 
 _END = None
@@ -45,7 +46,11 @@ class SpeechOut:
         play_timeout_s: float,
         drain_timeout_s: float,
         on_first_audio: Callable[[], None],
+        hold: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`hold`: awaited before the first sample is played (a speculative turn's speech
+        waits for its question to be confirmed; synthesis runs ahead meanwhile, at most
+        `prefetch` items)."""
         self._tts = tts
         self._sink = sink
         self._marks = marks
@@ -53,6 +58,7 @@ class SpeechOut:
         self._play_timeout_s = play_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._on_first_audio = on_first_audio
+        self._hold = hold
         self._items: asyncio.Queue[_Item | None] = asyncio.Queue()
         # Bounded: this is what limits how far synthesis runs ahead of playback.
         self._playlist: asyncio.Queue[asyncio.Queue[np.ndarray | None] | None] = asyncio.Queue(
@@ -109,6 +115,13 @@ class SpeechOut:
         await self._playlist.put(_END)
 
     async def _decode(self, item: _Item, out: asyncio.Queue[np.ndarray | None]) -> None:
+        try:
+            await self._decode_item(item, out)
+        except AudioFormatError as exc:
+            # The service sent something no decoder can play: its failure, by name.
+            raise ServiceError(item.service, "tts", "bad_audio", str(exc)) from None
+
+    async def _decode_item(self, item: _Item, out: asyncio.Queue[np.ndarray | None]) -> None:
         decoder: SniffingDecoder | None = None
         resampler: StreamResampler | None = None
         rate = self._sink.sample_rate
@@ -145,6 +158,8 @@ class SpeechOut:
         while (pcm := await self._playlist.get()) is not _END:
             while (samples := await pcm.get()) is not _END:
                 if "first_audio" not in self._marks.times:
+                    if self._hold is not None:
+                        await self._hold()
                     self._marks.mark("first_audio")
                     self._on_first_audio()
                 await self._sink.play(samples, timeout=self._play_timeout_s)

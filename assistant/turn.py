@@ -2,6 +2,12 @@
 
 The stages run concurrently: sentences go to speech the moment the chunker
 completes them, while the completion is still streaming.
+
+A speculative turn (see assistant.speculation) runs behind a Gate: it starts at a
+pause in the question, and until the end of the question is confirmed its events
+and state changes are held, and it asks for no answer (or, with
+`stt+completion`, plays none of it: its first sentences may be synthesised, but
+the speaker waits).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from assistant.audio.endpointer import Utterance
 from assistant.events import EventBus
@@ -30,6 +36,9 @@ from assistant.speech_out import SpeechOut
 from assistant.states import State
 from assistant.text.sentences import SentenceChunker
 from hardware.interfaces import CAPTURE_RATE, AudioSink
+
+if TYPE_CHECKING:
+    from assistant.speculation import Gate
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +98,44 @@ class Turn:
         settings: Settings,
         bus: EventBus,
         set_state: Callable[[State], None],
+        gate: Gate | None = None,
     ) -> None:
+        """With a `gate` the turn is speculative: `bus` and `set_state` are reached
+        through it, and it waits for the gate before answering (or before speaking)."""
         self.marks = TurnMarks(number)
+        self.transcript: str | None = None
+        """What speech-to-text heard, once it has."""
         self._speech: SpeechOut | None = None
         self._stages = stages
         self._sink = sink
         self._settings = settings
-        self._bus = bus
-        self._set_state = set_state
+        self._gate = gate
+        self._bus: EventBus | Gate = bus if gate is None else gate
+        self._set_state = set_state if gate is None else gate.set_state
 
     async def run(self, utterance: Utterance) -> None:
         self.marks.mark("speech_end", utterance.t_speech_end)
-        self.marks.mark("endpoint", utterance.t_detected)
+        # A speculative turn starts at a pause: its endpoint is marked on confirmation.
+        self.marks.mark("endpoint" if self._gate is None else "speculation", utterance.t_detected)
         try:
             text = await self._transcribe(utterance)
             if not text:
                 self._bus.publish("info", turn=self.marks.turn, message="nothing was recognised")
                 return
+            if self._gate is not None and not self._gate.answer_early:
+                await self._gate.wait()
             await self._answer(text)
         finally:
-            self._bus.publish("marks", turn=self.marks.turn, **self.marks.since_speech_end_ms())
-            log.info(self.marks.summary())
+            if self._gate is None:
+                self._report_marks()
+            else:
+                # Held until confirmation, and built then: it adds the endpoint and counts.
+                self._gate.call(self._report_marks)
+
+    def _report_marks(self) -> None:
+        marks = self.marks
+        self._bus.publish("marks", turn=marks.turn, **marks.since_speech_end_ms(), **marks.counts)
+        log.info(marks.summary())
 
     async def _transcribe(self, utterance: Utterance) -> str:
         self._set_state(State.TRANSCRIBING)
@@ -119,6 +145,7 @@ class Turn:
             text = await stt.transcribe(SpeechInput(utterance.samples, CAPTURE_RATE))
         self.marks.mark("upload_end")
         self.marks.mark("transcript")
+        self.transcript = text
         self._bus.publish("transcript", turn=self.marks.turn, text=text)
         return text
 
@@ -140,6 +167,7 @@ class Turn:
             play_timeout_s=audio.device_timeout_s,
             drain_timeout_s=audio.playback_buffer_s + audio.device_timeout_s,
             on_first_audio=lambda: self._set_state(State.SPEAKING),
+            hold=None if self._gate is None else self._gate.wait,
         )
         return self._speech
 
@@ -170,12 +198,14 @@ class Turn:
                 message_id = delta.message_id or message_id
                 if delta.audio or delta.audio_done:
                     if source is SpeechSource.ANSWER_STREAM:
-                        if feed is None:
+                        # Only audio opens the feed: a stream whose speech ends (or
+                        # fails) before any arrived leaves the sentences to be said.
+                        if feed is None and delta.audio:
                             feed = _AudioFeed()
                             speech.play_stream(feed.chunks(), service_name(completion), timeout_s)
-                        if delta.audio:
+                        if feed is not None and delta.audio:
                             feed.put(AudioChunk(delta.audio, delta.audio_type or "audio/mpeg"))
-                        if delta.audio_done:
+                        if feed is not None and delta.audio_done:
                             feed.close()
                     continue
                 self.marks.mark("first_token")

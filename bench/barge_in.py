@@ -167,7 +167,7 @@ class FlushSpy:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        from hardware.pyaudio_devices import Speaker
+        from hardware.speaker import Speaker
 
         originals = {cls: cls.flush for cls in (WavFileSink, Speaker)}
 

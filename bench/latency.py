@@ -1,24 +1,26 @@
-"""First-audio latency, side by side: a) this assistant, b) a sequential client, c) pipecat.
+"""First-audio latency side by side (assistant with and without speculation, sequential, pipecat).
 
-    .venv/bin/python -m bench.latency [--turns 20] [--only a,b,c] [--json out.json]
+And who answers a question with a pause in it whole (the pause set).
 
-All three hear the same espeak-ng question (`bench.common.QUESTION`) replayed in real time and
+    .venv/bin/python -m bench.latency [--turns 20] [--only a,s,sc,b,c] [--json out.json]
+
+All systems hear the same espeak-ng question (`bench.common.QUESTION`) replayed in real time and
 talk to one dev server, in its own process, with fixed service latencies (`LatencyProfile`;
 by default STT 300 ms, first token 400 ms then 40 tokens/s, TTS first byte 200 ms then 2x real
 time). The answer has four sentences. Turns alternate between the systems (the order rotates
 every round) so that a noisy neighbour on the machine hits all of them alike, and each system
 first gets `--warmup` turns that are not counted (the dev server caches its speech then).
+The systems are described in `bench.latency_systems`; pipecat runs at the turn stop given by
+`--pipecat-stop-secs` and `--pipecat-timeout`, by default its fastest configuration that still
+answers the whole pause set (found with `python -m bench.pause_set`).
 
-a) `run_assistant` in file mode, in this process; first audio is its `first_audio` mark.
-b) `bench.sequential_client`: the same parts, one step after the other.
-c) `bench.pipecat_client` in `bench/.pipecat-venv` (created with pip if missing, unless
-   `--no-pipecat-install`), on the dev server's OpenAI-compatible endpoints.
-
-Each turn stops once its first audio has been measured (plus 100 ms), the same for all three:
-the rest of the answer would only take time. For each system it prints p50 and p95 of first
-audio (speech end to first sample handed to the audio output) and of own overhead (first audio
-minus the VAD hangover minus the configured service time; see `bench.common`), then the ratios
-a/b and a/c of first audio. A system that cannot run says why in its row's place.
+For each system it prints p50 and p95 of first audio (speech end to first sample handed to the
+audio output) and of own overhead (first audio minus the VAD hangover minus the configured
+service time; see `bench.common`; negative when work overlapped the hangover), then the first
+audio ratios a/b, a/c, s/c, sc/c. After the counted turns, every system but b answers the pause
+set (`bench.pause_set`: the question with `--pauses` ms between its halves, `--pause-reps` times
+each) and its wrong-question answers are counted. A system that cannot run says why in its
+row's place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -36,28 +37,36 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.app import RunOptions, run_assistant
-from assistant.events import Event, EventBus
 from assistant.providers.base import ServiceError
-from assistant.settings import AssistantSettings, DifySettings, Secret, Settings
+from assistant.settings import VadSettings
 from bench.common import (
     TINY_PROFILE,
     LatencyProfile,
     Question,
-    Step,
     TurnResult,
-    configured_service_ms,
     devserver_process,
-    first_sound_s,
-    overhead_by_step,
-    percentile,
     write_question,
-    writing_ms,
+)
+from bench.latency_report import Report, SystemRun, render
+from bench.latency_systems import (
+    SPECULATE,
+    SYSTEMS,
+    TurnFailed,
+    assistant_turn,
+    hear_assistant,
+    pipecat_bench_turn,
+    sequential_bench_turn,
+)
+from bench.pause_set import (
+    PAUSES_MS,
+    PauseTally,
+    pipecat_pause_turn,
+    register_halves,
+    write_pause_questions,
 )
 from bench.pipecat_env import (
     PipecatClient,
@@ -66,315 +75,28 @@ from bench.pipecat_env import (
     ensure_environment,
     pipecat_client,
 )
-from bench.sequential_client import sequential_turn
 from hardware.interfaces import DeviceError
-from hardware.wav_io import read_wav
 
-SYSTEMS = {"a": "assistant", "b": "sequential", "c": "pipecat"}
-GRACE_S = 0.1
-"""Kept running after the first audio before a turn is stopped (the same in every client)."""
-TURN_TIMEOUT_S = 60.0
-COLUMNS = (
-    "system",
-    "turns",
-    "failed",
-    "first_audio_p50_ms",
-    "first_audio_p95_ms",
-    "overhead_p50_ms",
-    "overhead_p95_ms",
-    "hangover_ms",
-    "service_ms",
+PIPECAT_STOP_SECS = 0.2
+PIPECAT_TIMEOUT = 0.45
+"""pipecat's fastest turn stop that answered every pause question whole (bench/RESULTS.md)."""
+PAUSE_SYSTEMS = ("a", "s", "sc", "c")
+"""Who answers the pause set (b, built from a's endpointer, would only repeat a, slowly)."""
+_FAILURES = (
+    TurnFailed,
+    PipecatUnavailable,
+    ServiceError,
+    DeviceError,
+    TimeoutError,
+    RuntimeError,
+    OSError,
 )
-"""The table's header, in order; the smoke test checks it."""
-OVERHEAD_TARGET_MS = 20.0
-SEQUENTIAL_TARGET = 3.0
 
 TurnRunner = Callable[[int], Awaitable[TurnResult]]
-
-
-class TurnFailed(Exception):
-    """A turn ended without a first audio measurement."""
-
-
-@dataclass(slots=True)
-class SystemRun:
-    """One system's turns, or why it could not run."""
-
-    key: str
-    results: list[TurnResult] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    unavailable: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.key} {SYSTEMS[self.key]}"
-
-    def stats(self) -> dict[str, float]:
-        first = [r.first_audio_ms for r in self.results]
-        overhead = [r.overhead_ms for r in self.results]
-        return {
-            "first_audio_p50_ms": percentile(first, 50),
-            "first_audio_p95_ms": percentile(first, 95),
-            "overhead_p50_ms": percentile(overhead, 50),
-            "overhead_p95_ms": percentile(overhead, 95),
-            "hangover_ms": self.results[0].hangover_ms if self.results else float("nan"),
-            "service_ms": percentile([r.service_ms for r in self.results], 50),
-        }
-
-    def step_stats(self) -> dict[str, tuple[float, float]]:
-        """p50 and p95 of each step's share of the own overhead, in step order."""
-        names: dict[str, None] = {}
-        for result in self.results:
-            names.update(dict.fromkeys(result.extra.get("steps", {})))
-        out = {}
-        for name in names:
-            values = [r.extra["steps"][name] for r in self.results if name in r.extra["steps"]]
-            out[name] = (percentile(values, 50), percentile(values, 95))
-        return out
-
-
-def assistant_steps(profile: LatencyProfile, transcript: str, hangover: float) -> list[Step]:
-    """a)'s marks (assistant.marks), each step with the time it was configured to take."""
-    return [
-        ("endpoint", "endpoint", hangover),
-        ("stt", "transcript", profile.stt_latency_ms),
-        ("completion", "first_token", profile.first_token_ms),
-        ("sentence", "first_sentence", writing_ms(profile, transcript)),
-        ("tts", "first_tts_byte", profile.tts_first_byte_ms),
-        ("playback", "first_audio", 0.0),
-    ]
-
-
-def sequential_steps(profile: LatencyProfile, transcript: str, hangover: float) -> list[Step]:
-    """b)'s marks: the whole answer and the whole speech body stand where a)'s first sentence
-    and first audio byte stand, so their extra time is b's overhead."""
-    return [
-        ("endpoint", "endpoint", hangover),
-        ("stt", "transcript", profile.stt_latency_ms),
-        ("completion", "answer", profile.first_token_ms + writing_ms(profile, transcript)),
-        ("tts", "tts_body", profile.tts_first_byte_ms),
-        ("decode", "decoded", 0.0),
-        ("playback", "first_audio", 0.0),
-    ]
-
-
-def pipecat_steps(
-    profile: LatencyProfile, transcript: str, vad_stop: float, speech_timeout: float
-) -> list[Step]:
-    """c)'s marks (pipecat_client.py): VAD stop, transcript, turn stop, first LLM token, first
-    audio. pipecat transcribes as soon as the VAD stops and ends the turn when both the speech
-    timeout and the transcript are there: with a speech timeout the `turn` step goes negative
-    by the part of it that transcription overlapped."""
-    return [
-        ("endpoint", "vad_stop", vad_stop),
-        ("stt", "transcript", profile.stt_latency_ms),
-        ("turn", "turn_stop", speech_timeout),
-        ("completion", "first_token", profile.first_token_ms),
-        ("speech", "first_audio", writing_ms(profile, transcript) + profile.tts_first_byte_ms),
-    ]
-
-
-# -- a) the assistant -------------------------------------------------------------------------
-
-
-def _played_ms(speaker: Path, question: Question) -> float | None:
-    """Cross-check from the speaker file: its first sound after speech end, in ms.
-
-    Later than the handover by up to one device period and by the leading silence of the
-    synthesised speech; only kept in the JSON output.
-    """
-    try:
-        samples, rate = read_wav(speaker)
-    except (OSError, ValueError):
-        return None
-    start = round(question.speech_end_s * rate)
-    sound = first_sound_s(samples[start:], rate)
-    return None if sound is None else round(sound * 1000, 1)
-
-
-async def assistant_turn(
-    base_url: str, question: Question, workdir: Path, profile: LatencyProfile, turn: int
-) -> TurnResult:
-    """One question through `run_assistant` in file mode, stopped after its first audio."""
-    settings = dataclasses.replace(
-        Settings(),
-        # No watchdog thread: the run is short, and it would only add a thread to the process.
-        assistant=AssistantSettings(watchdog_s=0),
-        dify=DifySettings(base_url=base_url, api_key=Secret("app-bench")),
-    )
-    bus = EventBus()
-    seen: dict[str, Any] = {"errors": []}
-    speaking = asyncio.Event()
-
-    def listen(event: Event) -> None:
-        if event.kind == "marks":
-            seen["marks"] = event.data
-        elif event.kind == "transcript":
-            seen["transcript"] = event.data.get("text", "")
-        elif event.kind == "error":
-            seen["errors"].append(event.data)
-        elif event.kind == "state" and event.data.get("state") == "speaking":
-            speaking.set()
-
-    bus.add_listener(listen)
-    speaker = workdir / f"a-{turn}.wav"
-    run = asyncio.create_task(run_assistant(settings, RunOptions(question.path, speaker), bus))
-    heard = asyncio.create_task(speaking.wait())
-    try:
-        async with asyncio.timeout(TURN_TIMEOUT_S):
-            await asyncio.wait({run, heard}, return_when=asyncio.FIRST_COMPLETED)
-        if speaking.is_set():
-            await asyncio.sleep(GRACE_S)
-    finally:
-        heard.cancel()
-        run.cancel()
-        # The turn's marks are published as its cancellation unwinds.
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
-    marks = seen.get("marks", {})
-    if "first_audio" not in marks:
-        raise TurnFailed(f"no first audio; errors: {seen['errors'] or 'none'}")
-    transcript = seen.get("transcript", "")
-    return TurnResult(
-        "a",
-        turn,
-        float(marks["first_audio"]),
-        question.hangover_ms,
-        configured_service_ms(profile, transcript),
-        {
-            "marks": marks,
-            "steps": overhead_by_step(
-                marks, assistant_steps(profile, transcript, question.hangover_ms)
-            ),
-            "transcript": transcript,
-            "played_ms": _played_ms(speaker, question),
-        },
-    )
-
-
-# -- b) the sequential client -----------------------------------------------------------------
-
-
-async def sequential_bench_turn(
-    base_url: str, question: Question, workdir: Path, profile: LatencyProfile, turn: int
-) -> TurnResult:
-    speaker = workdir / f"b-{turn}.wav"
-    async with asyncio.timeout(TURN_TIMEOUT_S):
-        outcome = await sequential_turn(base_url, question.path, speaker)
-    return TurnResult(
-        "b",
-        turn,
-        outcome.first_audio_ms,
-        question.hangover_ms,
-        configured_service_ms(profile, outcome.transcript),
-        {
-            "marks": outcome.marks_ms,
-            "steps": overhead_by_step(
-                outcome.marks_ms,
-                sequential_steps(profile, outcome.transcript, question.hangover_ms),
-            ),
-            "transcript": outcome.transcript,
-            "played_ms": _played_ms(speaker, question),
-        },
-    )
-
-
-# -- c) pipecat -------------------------------------------------------------------------------
-
-
-async def pipecat_bench_turn(
-    client: PipecatClient, question: Question, profile: LatencyProfile, turn: int
-) -> TurnResult:
-    doc = await client.turn(turn)
-    first = doc.get("first_audio_s")
-    if doc.get("error") or first is None:
-        raise TurnFailed(f"{doc.get('error')}: {client.log_tail()}")
-    # The client reports seconds after it started feeding the WAV, the file's own timeline.
-    marks = {
-        name: round((t - question.speech_end_s) * 1000, 1)
-        for name, t in doc.get("marks_s", {}).items()
-    }
-    transcript = str(doc.get("transcript", ""))
-    return TurnResult(
-        "c",
-        turn,
-        (float(first) - question.speech_end_s) * 1000,
-        client.hangover_ms,
-        configured_service_ms(profile, transcript),
-        {
-            "marks": marks,
-            "steps": overhead_by_step(
-                marks,
-                pipecat_steps(profile, transcript, client.vad_stop_ms, client.speech_timeout_ms),
-            ),
-            "transcript": transcript,
-        },
-    )
-
-
-# -- the run ----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Report:
-    """Everything one run measured, and how."""
-
-    command: str
-    date: str
-    machine: dict[str, Any]
-    profile: LatencyProfile
-    pipecat: PipecatConfig
-    question: Question
-    warmup: int
-    runs: dict[str, SystemRun]
-    pipecat_status: str = ""
-
-    def ratio(self, key: str, stat: str) -> float | None:
-        a, other = self.runs.get("a"), self.runs.get(key)
-        if a is None or other is None or not a.results or not other.results:
-            return None
-        return a.stats()[stat] / other.stats()[stat]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "date": self.date,
-            "machine": self.machine,
-            "profile": dataclasses.asdict(self.profile),
-            "pipecat_config": dataclasses.asdict(self.pipecat),
-            "pipecat_status": self.pipecat_status,
-            "question": {
-                "speech_end_ms": round(self.question.speech_end_s * 1000, 1),
-                "duration_s": round(self.question.duration_s, 3),
-            },
-            "warmup_turns": self.warmup,
-            "systems": {
-                key: {
-                    "label": run.label,
-                    "unavailable": run.unavailable,
-                    "stats": {k: _round(v) for k, v in run.stats().items()},
-                    "overhead_by_step_p50_p95_ms": {
-                        name: [_round(p50), _round(p95)]
-                        for name, (p50, p95) in run.step_stats().items()
-                    },
-                    "failures": run.failures,
-                    "turns": [r.as_json() for r in run.results],
-                }
-                for key, run in self.runs.items()
-            },
-            "ratios": {
-                f"a/{key}": {
-                    stat: _round(self.ratio(key, f"first_audio_{stat}_ms"), 3)
-                    for stat in ("p50", "p95")
-                }
-                for key in ("b", "c")
-                if key in self.runs
-            },
-        }
-
-
-def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None or value != value else round(value, digits)
+PauseAnswer = tuple[str | None, str | None, list[str]]
+"""The question answered (or None and why), and how the turn's speculations ended."""
+PauseRunner = Callable[[int, Path], Awaitable[PauseAnswer]]
+"""(turn, question WAV) -> its PauseAnswer."""
 
 
 def _machine() -> dict[str, Any]:
@@ -390,15 +112,7 @@ async def _run_turn(run: SystemRun, turn: int, runner: TurnRunner, counted: bool
     """One turn of one system; a one-word progress note."""
     try:
         result = await runner(turn)
-    except (
-        TurnFailed,
-        PipecatUnavailable,
-        ServiceError,
-        DeviceError,
-        TimeoutError,
-        RuntimeError,
-        OSError,
-    ) as exc:
+    except _FAILURES as exc:
         if counted:
             run.failures.append(f"turn {turn}: {exc}")
         return f"{run.key} failed"
@@ -407,13 +121,53 @@ async def _run_turn(run: SystemRun, turn: int, runner: TurnRunner, counted: bool
     return f"{run.key} {result.first_audio_ms:.0f} ms"
 
 
+async def _run_pause_turn(
+    run: SystemRun, pause: int, wav: Path, turn: int, runner: PauseRunner
+) -> str:
+    """One pause question for one system, tallied; a short progress note."""
+    assert run.pause is not None
+    outcomes: list[str] = []
+    try:
+        answered, failure, outcomes = await runner(turn, wav)
+    except _FAILURES as exc:
+        answered, failure = None, str(exc)
+    run.pause.add(pause, answered, failure, outcomes)
+    return f"{run.key} {'failed' if answered is None else repr(answered)}"
+
+
+async def _assistant_pause_turn(
+    key: str, base_url: str, workdir: Path, speculate_after_ms: int, turn: int, wav: Path
+) -> PauseAnswer:
+    speaker = workdir / f"{key}-{turn}.wav"
+    heard = await hear_assistant(base_url, wav, speaker, SPECULATE[key], speculate_after_ms)
+    outcomes = [str(s["outcome"]) for s in heard.speculations]
+    if "first_audio" not in heard.marks or heard.transcript is None:
+        return None, f"no answer heard; errors: {heard.errors or 'none'}", outcomes
+    return heard.transcript, None, outcomes
+
+
+async def _pipecat_pause_turn(client: PipecatClient, turn: int, wav: Path) -> PauseAnswer:
+    answered, failure = await pipecat_pause_turn(client, wav, turn)
+    return answered, failure, []
+
+
+def _rotated(order: list[str], index: int) -> list[str]:
+    """`order` starting at `index`: no system always follows the same neighbour."""
+    shift = index % len(order) if order else 0
+    return order[shift:] + order[:shift]
+
+
 async def measure(args: argparse.Namespace, workdir: Path) -> Report:
-    """Run every requested system for the warm-up and counted turns."""
+    """Run every requested system for the warm-up and counted turns, then the pause set."""
     profile = TINY_PROFILE if args.tiny else _profile(args)
     pipecat_config = PipecatConfig(
-        stop_secs=args.pipecat_stop_secs, speech_timeout=args.pipecat_timeout
+        stop_secs=args.pipecat_stop_secs,
+        speech_timeout=args.pipecat_timeout,
+        start_secs=args.pipecat_start_secs,
     )
     question = await asyncio.to_thread(write_question, workdir)
+    pauses = await asyncio.to_thread(write_pause_questions, workdir) if args.pause_reps else {}
+    pauses = {ms: path for ms, path in pauses.items() if ms in args.pauses}
     keys = [key for key in SYSTEMS if key in args.only]
     runs = {key: SystemRun(key) for key in keys}
     report = Report(
@@ -425,39 +179,71 @@ async def measure(args: argparse.Namespace, workdir: Path) -> Report:
         question,
         args.warmup,
         runs,
+        tuple(pauses),
     )
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(devserver_process(profile))
+        base_url = server.base_url
+        await register_halves(base_url)
         runners: dict[str, TurnRunner] = {}
-        if "a" in runs:
-            runners["a"] = lambda n: assistant_turn(server.base_url, question, workdir, profile, n)
+        pause_runners: dict[str, PauseRunner] = {}
+        after_ms = args.speculate_after_ms
+        for key in SPECULATE:
+            if key in runs:
+                runners[key] = lambda n, k=key: assistant_turn(  # type: ignore[misc]
+                    k, base_url, question, workdir, profile, after_ms, n
+                )
+                pause_runners[key] = lambda n, wav, k=key: _assistant_pause_turn(  # type: ignore[misc]
+                    k, base_url, workdir, after_ms, n, wav
+                )
         if "b" in runs:
-            runners["b"] = lambda n: sequential_bench_turn(
-                server.base_url, question, workdir, profile, n
-            )
+            runners["b"] = lambda n: sequential_bench_turn(base_url, question, workdir, profile, n)
         if "c" in runs:
             client = await _start_pipecat(
-                stack, args, server.base_url, question, pipecat_config, workdir, runs["c"]
+                stack, args, base_url, question, pipecat_config, workdir, runs["c"]
             )
             if client is None:
                 report.pipecat_status = runs["c"].unavailable or ""
             else:
                 report.pipecat_status = f"pipecat {client.version} ran"
                 runners["c"] = lambda n: pipecat_bench_turn(client, question, profile, n)
+                pause_runners["c"] = lambda n, wav: _pipecat_pause_turn(client, n, wav)
         order = [key for key in keys if key in runners]
         for index in range(-args.warmup, args.turns):
             counted = index >= 0
             turn = index + 1
-            # Rotate who goes first, so no system always follows the same neighbour.
-            shift = index % len(order) if order else 0
             notes = [
                 await _run_turn(runs[key], turn, runners[key], counted)
-                for key in order[shift:] + order[:shift]
+                for key in _rotated(order, index)
             ]
             label = f"turn {turn}/{args.turns}" if counted else f"warm-up {turn + args.warmup}"
             print(f"{label}: {', '.join(sorted(notes))}", file=sys.stderr, flush=True)
+        await _pause_set(args, runs, pause_runners, pauses)
     report.machine["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     return report
+
+
+async def _pause_set(
+    args: argparse.Namespace,
+    runs: dict[str, SystemRun],
+    runners: dict[str, PauseRunner],
+    pauses: dict[int, Path],
+) -> None:
+    order = [key for key in PAUSE_SYSTEMS if key in runners]
+    for key in order:
+        runs[key].pause = PauseTally()
+    turn = 1000  # apart from the latency turns' numbers (speaker files, pipecat's log)
+    for rep in range(args.pause_reps):
+        for index, (pause, wav) in enumerate(pauses.items()):
+            notes = []
+            for key in _rotated(order, rep + index):
+                turn += 1
+                notes.append(await _run_pause_turn(runs[key], pause, wav, turn, runners[key]))
+            print(
+                f"pause {pause} ms ({rep + 1}/{args.pause_reps}): {', '.join(sorted(notes))}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 async def _start_pipecat(
@@ -498,88 +284,22 @@ def _command() -> str:
     return ".venv/bin/python -m bench.latency " + shlex.join(sys.argv[1:])
 
 
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.1f}"
-
-
-def render(report: Report) -> str:
-    """The table, the ratios and the targets, as printed."""
-    profile = report.profile
-    lines = [
-        f"latency: {report.date}, {report.machine['cpus']} CPUs, {report.machine['platform']}",
-        f"services: {profile.describe()}",
-        f"question: {report.question.duration_s:.2f} s WAV, speech ends at "
-        f"{report.question.speech_end_s * 1000:.0f} ms; {report.warmup} warm-up turn(s) "
-        "per system not counted",
-        "",
-    ]
-    rows = [list(COLUMNS)]
-    for run in report.runs.values():
-        if run.unavailable is not None:
-            continue
-        stats = run.stats()
-        rows.append(
-            [run.label, str(len(run.results)), str(len(run.failures))]
-            + [_cell(stats[name]) for name in COLUMNS[3:]]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("  ".join(cells))
-    for run in report.runs.values():
-        if run.unavailable is not None:
-            lines.append(f"{run.label}: {run.unavailable}")
-        for failure in run.failures:
-            lines.append(f"{run.label} failed {failure}")
-    lines.append("")
-    lines.append("own overhead by step, p50/p95 ms (step time minus its configured time):")
-    for run in report.runs.values():
-        steps = run.step_stats()
-        if steps:
-            parts = [f"{name} {_cell(p50)}/{_cell(p95)}" for name, (p50, p95) in steps.items()]
-            lines.append(f"  {run.label}: " + ", ".join(parts))
-    lines.append("")
-    for key in ("b", "c"):
-        if key not in report.runs:
-            continue
-        p50, p95 = (report.ratio(key, f"first_audio_{s}_ms") for s in ("p50", "p95"))
-        sooner = ""
-        if p50:
-            sooner = f" (a {1 / p50:.2f}x sooner at p50)" if p50 < 1 else " (a later at p50)"
-        lines.append(f"ratio a/{key}: first_audio p50 {_ratio(p50)}, p95 {_ratio(p95)}{sooner}")
-    lines.extend(_targets(report))
-    return "\n".join(lines)
-
-
-def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _targets(report: Report) -> list[str]:
-    out = []
-    a = report.runs.get("a")
-    if a is not None and a.results:
-        p95 = a.stats()["overhead_p95_ms"]
-        verdict = "met" if p95 <= OVERHEAD_TARGET_MS else "MISSED"
-        out.append(f"target a own overhead p95 <= {OVERHEAD_TARGET_MS:.0f} ms: {verdict}")
-    ratio_b = report.ratio("b", "first_audio_p50_ms")
-    if ratio_b is not None:
-        verdict = "met" if 1 / ratio_b >= SEQUENTIAL_TARGET else "MISSED"
-        out.append(f"target a >= {SEQUENTIAL_TARGET:.0f}x sooner than b (p50): {verdict}")
-    ratio_c = report.ratio("c", "first_audio_p50_ms")
-    if ratio_c is not None:
-        out.append(f"target a sooner than c (p50): {'met' if ratio_c < 1 else 'MISSED'}")
-    return out
-
-
 def _systems(value: str) -> list[str]:
     keys = [part.strip() for part in value.split(",") if part.strip()]
     unknown = [key for key in keys if key not in SYSTEMS]
     if unknown or not keys:
-        raise argparse.ArgumentTypeError(f"choose from a,b,c (got {value!r})")
+        raise argparse.ArgumentTypeError(f"choose from {','.join(SYSTEMS)} (got {value!r})")
     return keys
+
+
+def _pauses(value: str) -> list[int]:
+    try:
+        pauses = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        pauses = []
+    if not pauses or any(p not in PAUSES_MS for p in pauses):
+        raise argparse.ArgumentTypeError(f"choose from {PAUSES_MS} (got {value!r})")
+    return pauses
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -600,10 +320,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tiny", action="store_true", help="near-zero service latencies (smoke test)"
     )
     parser.add_argument(
-        "--pipecat-stop-secs", type=float, default=0.5, help="Silero VAD stop_secs for c"
+        "--pipecat-stop-secs",
+        type=float,
+        default=PIPECAT_STOP_SECS,
+        help="Silero VAD stop_secs for c",
     )
     parser.add_argument(
-        "--pipecat-timeout", type=float, default=0.0, help="c's speech timeout after VAD stop"
+        "--pipecat-timeout",
+        type=float,
+        default=PIPECAT_TIMEOUT,
+        help="c's speech timeout after VAD stop",
+    )
+    parser.add_argument(
+        "--pipecat-start-secs",
+        type=float,
+        default=PipecatConfig().start_secs,
+        help="Silero VAD start_secs for c (pipecat's default)",
+    )
+    parser.add_argument(
+        "--speculate-after-ms",
+        type=int,
+        default=VadSettings().speculate_after_ms,
+        help="[vad] speculate_after_ms for s and sc",
+    )
+    parser.add_argument(
+        "--pause-reps", type=int, default=2, help="pause set turns per pause length (0 = none)"
+    )
+    parser.add_argument(
+        "--pauses",
+        type=_pauses,
+        default=list(PAUSES_MS),
+        help=f"pause set pause lengths, of {','.join(map(str, PAUSES_MS))}",
     )
     parser.add_argument(
         "--no-pipecat-install",
@@ -612,8 +359,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", type=Path, help="keep the WAVs and logs in this directory")
     args = parser.parse_args(argv)
-    if args.turns < 1 or args.warmup < 0:
-        parser.error("--turns must be >= 1 and --warmup >= 0")
+    if args.turns < 1 or args.warmup < 0 or args.pause_reps < 0:
+        parser.error("--turns must be >= 1, --warmup and --pause-reps >= 0")
     return args
 
 

@@ -18,9 +18,11 @@ equal to our hangover, so transcription starts after the same silence, and a spe
 turn stop of `--speech-timeout` (0 = the turn ends as soon as the transcript arrives).
 
 Protocol (stdin/stdout, one JSON object per line): prints {"ready": ...} once pipecat is
-imported, then for every "turn N" line read runs one turn and prints
-{"turn": N, "first_audio_s": ..., "marks_s": {...}, "transcript": ..., "error": ...} (times in
-seconds after the WAV started playing);
+imported, then for every "turn N" line read (or "turn N PATH": that WAV instead of `--wav`)
+runs one turn and prints
+{"turn": N, "first_audio_s": ..., "marks_s": {...}, "transcript": ..., "llm_queries": [...],
+"error": ...} (times in seconds after the WAV started playing; `llm_queries`: what each LLM
+request asked, as the user's messages since the last answer);
 "quit" or the end of stdin ends it. pipecat's own logging goes to stderr.
 """
 
@@ -52,6 +54,8 @@ class TurnOutcome:
     transcript: str = ""
     marks: dict[str, float] = field(default_factory=dict)
     """Monotonic times of the turn's steps, first occurrence each (see `Tap`)."""
+    llm_queries: list[str] = field(default_factory=list)
+    """What each LLM request asked: its user messages since the last answer, joined."""
     errors: list[str] = field(default_factory=list)
     heard: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -66,6 +70,7 @@ class TurnOutcome:
             "first_audio_s": first,
             "marks_s": {name: round(t - t0, 4) for name, t in self.marks.items()},
             "transcript": self.transcript,
+            "llm_queries": self.llm_queries,
             "error": error,
         }
 
@@ -87,6 +92,7 @@ def build_pipeline(args: argparse.Namespace, pcm: bytes, rate: int, outcome: Tur
         EndFrame,
         Frame,
         InputAudioRawFrame,
+        LLMContextFrame,
         LLMTextFrame,
         StartFrame,
         TranscriptionFrame,
@@ -151,6 +157,22 @@ def build_pipeline(args: argparse.Namespace, pcm: bytes, rate: int, outcome: Tur
                 outcome.transcript += frame.text
             await self.push_frame(frame, direction)
 
+    class QueryProbe(FrameProcessor):
+        """Notes what each LLM request asks (the user's turn as the LLM will read it)."""
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, LLMContextFrame) and direction is FrameDirection.DOWNSTREAM:
+                asked: list[str] = []
+                for message in frame.context.messages:
+                    role = message.get("role") if isinstance(message, dict) else None
+                    if role == "assistant":
+                        asked = []
+                    elif role == "user":
+                        asked.append(_text_of(message.get("content")))
+                outcome.llm_queries.append(" ".join(part for part in asked if part))
+            await self.push_frame(frame, direction)
+
     class FirstAudioProbe(Tap):
         """Where the output transport would be: the first audio frame to arrive is first audio."""
 
@@ -182,7 +204,8 @@ def build_pipeline(args: argparse.Namespace, pcm: bytes, rate: int, outcome: Tur
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=SileroVADAnalyzer(
-                sample_rate=rate, params=VADParams(stop_secs=args.stop_secs)
+                sample_rate=rate,
+                params=VADParams(stop_secs=args.stop_secs, start_secs=args.start_secs),
             ),
             user_turn_strategies=UserTurnStrategies(
                 stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=args.speech_timeout)]
@@ -199,7 +222,20 @@ def build_pipeline(args: argparse.Namespace, pcm: bytes, rate: int, outcome: Tur
     )
     after_llm = Tap("AfterLLM", {LLMTextFrame: "first_token"})
     probe = FirstAudioProbe("FirstAudioProbe", {TTSAudioRawFrame: "first_audio"})
-    return Pipeline([WavInput(), stt, after_stt, user, llm, after_llm, tts, probe, assistant])
+    asked = QueryProbe(name="QueryProbe")
+    return Pipeline(
+        [WavInput(), stt, after_stt, user, asked, llm, after_llm, tts, probe, assistant]
+    )
+
+
+def _text_of(content: Any) -> str:
+    """A message's text, whether a string or a list of content parts."""
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return " ".join(part.strip() for part in parts if part)
+    return ""
 
 
 async def run_turn(args: argparse.Namespace, pcm: bytes, rate: int) -> TurnOutcome:
@@ -268,16 +304,21 @@ async def serve(args: argparse.Namespace) -> None:
         }
     )
     loop = asyncio.get_running_loop()
+    wavs = {args.wav: (pcm, rate)}
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         if not line or line == "quit":
             return
-        command, _, number = line.partition(" ")
+        command, _, rest = line.partition(" ")
+        number, _, path = rest.partition(" ")
         if command != "turn":
             _emit({"error": f"unknown command {line!r}"})
             continue
         try:
-            outcome = await run_turn(args, pcm, rate)
+            if path and path not in wavs:
+                wavs[path] = read_pcm(path)
+            turn_pcm, turn_rate = wavs[path or args.wav]
+            outcome = await run_turn(args, turn_pcm, turn_rate)
         except Exception as exc:  # reported to the parent, which decides what it means
             _emit({"turn": int(number or 0), "first_audio_s": None, "error": repr(exc)})
             continue
@@ -290,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav", required=True, help="the question, 16-bit mono")
     parser.add_argument("--block-ms", type=int, default=20, help="microphone block")
     parser.add_argument("--stop-secs", type=float, default=0.5, help="Silero VAD stop_secs")
+    parser.add_argument(
+        "--start-secs", type=float, default=0.2, help="Silero VAD start_secs (pipecat's 0.2)"
+    )
     parser.add_argument(
         "--speech-timeout", type=float, default=0.0, help="turn stop after VAD stop (s)"
     )

@@ -108,6 +108,9 @@ class PipecatConfig:
 
     stop_secs: float = 0.5
     """Silero VAD `stop_secs`: silence before it reports the end of speech (our hangover)."""
+    start_secs: float = 0.2
+    """Silero VAD `start_secs` (pipecat's default): speech before it reports a start, so
+    also how soon speech resuming after a pause cancels the turn stop."""
     speech_timeout: float = 0.0
     """SpeechTimeoutUserTurnStopStrategy's `user_speech_timeout` after that."""
     block_ms: int = 20
@@ -154,10 +157,12 @@ class PipecatClient:
             raise PipecatUnavailable(f"the pipecat client exited: {self.log_tail()}")
         return json.loads(line)
 
-    async def turn(self, number: int) -> dict[str, Any]:
-        """Run one question through pipecat; its JSON report (see pipecat_client.py)."""
+    async def turn(self, number: int, wav: Path | None = None) -> dict[str, Any]:
+        """Run one question (the client's own WAV, or `wav`) through pipecat; its JSON
+        report (see pipecat_client.py)."""
         assert self._process.stdin is not None
-        self._process.stdin.write(f"turn {number}\n".encode())
+        command = f"turn {number} {wav}" if wav is not None else f"turn {number}"
+        self._process.stdin.write(f"{command}\n".encode())
         await self._process.stdin.drain()
         try:
             return await self._read(TURN_TIMEOUT_S)
@@ -194,6 +199,7 @@ async def pipecat_client(
             f"--wav={wav}",
             f"--block-ms={config.block_ms}",
             f"--stop-secs={config.stop_secs}",
+            f"--start-secs={config.start_secs}",
             f"--speech-timeout={config.speech_timeout}",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

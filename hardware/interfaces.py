@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -75,3 +75,27 @@ class AudioSink(Protocol):
 
     async def close(self) -> None:
         """Release the device; safe to call twice."""
+
+
+@runtime_checkable
+class BatchedHandover(Protocol):
+    """A source that can hand its blocks over in batches (optional: the loop checks)."""
+
+    def set_handover(self, seconds: float) -> None:
+        """Let up to `seconds` of blocks collect before a waiting read() wakes.
+
+        0 (the default, and again after each start()) wakes it for every block.
+        While nobody is speaking the loop allows more, waking a few times a
+        second instead of fifty; blocks keep their own timestamps either way.
+        """
+
+
+@runtime_checkable
+class Preparable(Protocol):
+    """A sink that can get ready before it is needed (optional: the loop checks)."""
+
+    def prepare(self) -> None:
+        """Speech has begun: an answer may follow, so reopen what idling released.
+
+        Never raises and never waits; a failure shows at the next play().
+        """

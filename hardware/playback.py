@@ -181,6 +181,12 @@ class PlaybackQueue:
         self._progress.set()
         return dropped
 
+    def device_stopped(self) -> None:
+        """The device was closed: the period it held is gone, nothing plays until it reopens."""
+        self._busy = False
+        self._dry = True
+        self._progress.set()
+
     async def _wait(
         self, ready: Callable[[], bool], timeout: float, check: Callable[[], None], message: str
     ) -> None:

@@ -2,21 +2,32 @@
 
 Device selection (`select_device`: default, index or name substring), format
 negotiation (the first workable rate, mono if the device allows it), starting
-and shutting streams down, and running the blocking open in a worker thread so
-that a cancelled open still releases its device. PortAudio's initialise, open,
-close and terminate are not thread-safe, so every such call takes `_PA_LOCK`.
-Also the rate-limited warning both devices use for recurring stream conditions.
+and closing streams, and running every blocking PortAudio call in a worker
+thread with a time limit (`run_blocking`), so that a hung or failing call
+becomes a DeviceError on the loop instead of a hang or a stray exception.
+
+PortAudio's initialise, open, start, close and terminate are not thread-safe,
+so every such call takes `_PA_LOCK`, waiting for it at most `LOCK_WAIT_S`.
+
+Known PortAudio trap (19.6, ALSA): starting a stream whose device has vanished
+since it was opened deadlocks Pa_StartStream forever (the stream's thread dies
+holding the mutex its starter waits for). So a stream is never stopped and
+started again: the speaker closes it and opens a new one, and opening checks
+that the device is still there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pyaudio
 
@@ -25,22 +36,104 @@ from hardware.interfaces import DeviceError
 _LOG = logging.getLogger(__name__)
 
 _PA_LOCK = threading.Lock()
-"""PortAudio's initialise/open/close/terminate are not thread-safe; worker threads take turns."""
+"""PortAudio's initialise/open/start/close/terminate are not thread-safe; workers take turns."""
+
+LOCK_WAIT_S = 5.0
+"""A worker waiting longer than this for another PortAudio call gives up with a DeviceError."""
+CALL_TIMEOUT_S = 10.0
+"""Bound on any awaited blocking PortAudio call (initialising scans every ALSA device)."""
 
 _RATE_LIMIT_S = 5.0
 """At most one warning per this many seconds for each recurring condition."""
 
+_PORTAUDIO_ERRORS = (OSError, ValueError)
+"""What PyAudio raises: OSError for PortAudio's error codes, ValueError for refused arguments."""
+
 Direction = Literal["input", "output"]
-_StreamCallback = Callable[[bytes | None, int, Mapping[str, float], int], tuple[bytes | None, int]]
+StreamCallback = Callable[[bytes | None, int, Mapping[str, float], int], tuple[bytes | None, int]]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
-class _Opened:
+class Opened:
+    """A stream opened (not started) on a device, with the format it got."""
+
     pa: pyaudio.PyAudio
+    """The PortAudio instance the stream belongs to."""
     stream: pyaudio.Stream
+    """Callback-mode int16 stream."""
     name: str
+    """The device's name as PortAudio lists it."""
     rate: int
+    """Sample rate the device accepted."""
     channels: int
+    """1, or 2 when the device refuses mono."""
+
+
+@contextlib.contextmanager
+def _portaudio_lock(what: str) -> Iterator[None]:
+    if not _PA_LOCK.acquire(timeout=LOCK_WAIT_S):
+        raise DeviceError(f"{what}: another PortAudio call has not returned in {LOCK_WAIT_S:g} s")
+    try:
+        yield
+    finally:
+        _PA_LOCK.release()
+
+
+_ALSA_ERROR_HANDLER = ctypes.CFUNCTYPE(
+    None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+)
+_JACK_MESSAGE_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+
+
+@_ALSA_ERROR_HANDLER
+def _ignore_alsa(file: bytes, line: int, function: bytes, err: int, fmt: bytes) -> None:
+    return None
+
+
+@_JACK_MESSAGE_HANDLER
+def _ignore_jack(message: bytes) -> None:
+    return None
+
+
+@functools.cache
+def _quiet_native_libraries() -> None:
+    """Silence ALSA's and JACK's own messages on stderr.
+
+    Every PortAudio initialisation probes each PCM in the ALSA configuration
+    and a JACK server, printing some 40 lines about devices that do not exist;
+    while a device is away, every reopen attempt does it again. What matters
+    reaches us anyway as PortAudio's error codes, in the DeviceError message.
+    """
+    for library, setters, handler in (
+        ("libasound.so.2", ("snd_lib_error_set_handler",), _ignore_alsa),
+        ("libjack.so.0", ("jack_set_error_function", "jack_set_info_function"), _ignore_jack),
+    ):
+        try:
+            lib = ctypes.CDLL(library)  # already loaded by PortAudio: the same handle
+            for setter in setters:
+                getattr(lib, setter)(handler)
+        except (OSError, AttributeError) as exc:
+            _LOG.debug("cannot quieten %s: %s", library, exc)
+
+
+def new_portaudio() -> pyaudio.PyAudio:
+    """A PortAudio instance; the first one alive scans the devices (runs in a worker)."""
+    _quiet_native_libraries()
+    with _portaudio_lock("initialising PortAudio"):
+        try:
+            return pyaudio.PyAudio()
+        except _PORTAUDIO_ERRORS as exc:
+            raise DeviceError(f"PortAudio failed to initialise: {exc}") from exc
+
+
+def terminate_portaudio(pa: pyaudio.PyAudio) -> None:
+    """Release a PortAudio instance; logs instead of raising (runs in a worker)."""
+    try:
+        with _portaudio_lock("terminating PortAudio"):
+            pa.terminate()
+    except (DeviceError, *_PORTAUDIO_ERRORS) as exc:
+        _LOG.warning("releasing PortAudio failed: %s", exc)
 
 
 def select_device(pa: pyaudio.PyAudio, spec: str, direction: Direction) -> Mapping[str, Any]:
@@ -71,30 +164,23 @@ def select_device(pa: pyaudio.PyAudio, spec: str, direction: Direction) -> Mappi
     raise DeviceError(f"no {direction} device named like {spec!r}; available: {available}")
 
 
-def _open_stream(
-    pa_given: pyaudio.PyAudio | None,
+def open_stream(
+    pa: pyaudio.PyAudio,
     spec: str,
     direction: Direction,
     rates: tuple[int, ...],
     period_ms: int,
-    callback: _StreamCallback,
-) -> _Opened:
+    callback: StreamCallback,
+) -> Opened:
     """Open (not start) an int16 stream at the first workable rate, mono if possible.
 
-    Runs in a worker thread. Creates a PyAudio instance when none is given and
-    terminates it again if opening fails.
+    Runs in a worker thread; every failure is a DeviceError.
     """
-    with _PA_LOCK:
-        try:
-            pa = pa_given if pa_given is not None else pyaudio.PyAudio()
-        except OSError as exc:
-            raise DeviceError(f"PortAudio failed to initialise: {exc}") from exc
+    with _portaudio_lock(f"opening the {direction} device"):
         try:
             return _try_formats(pa, spec, direction, rates, period_ms, callback)
-        except BaseException:
-            if pa_given is None:
-                pa.terminate()
-            raise
+        except _PORTAUDIO_ERRORS as exc:  # from listing the devices
+            raise DeviceError(f"cannot open the {direction} device: {exc}") from exc
 
 
 def _try_formats(
@@ -103,8 +189,8 @@ def _try_formats(
     direction: Direction,
     rates: tuple[int, ...],
     period_ms: int,
-    callback: _StreamCallback,
-) -> _Opened:
+    callback: StreamCallback,
+) -> Opened:
     info = select_device(pa, spec, direction)
     index = int(info["index"])
     name = str(info["name"])
@@ -133,54 +219,109 @@ def _try_formats(
                     stream_callback=callback,
                     start=False,
                 )
-            except (ValueError, OSError) as exc:
+            except _PORTAUDIO_ERRORS as exc:
                 failures.append(f"{rate} Hz x{channels}: {exc}")
                 continue
-            return _Opened(pa, stream, name, rate, channels)
+            return Opened(pa, stream, name, rate, channels)
     raise DeviceError(
         f"cannot open {direction} device {name!r} as int16 at {rates} Hz: " + "; ".join(failures)
     )
 
 
-def _start(stream: pyaudio.Stream) -> None:
-    with _PA_LOCK:
-        stream.start_stream()
-
-
-def _shutdown(stream: pyaudio.Stream | None, pa: pyaudio.PyAudio | None, what: str) -> None:
-    """Stop and close a stream, then terminate PyAudio; runs in a worker thread."""
-    with _PA_LOCK:
+def start_stream(opened: Opened, what: str) -> None:
+    """Start a freshly opened stream (runs in a worker); DeviceError if it will not."""
+    with _portaudio_lock(f"starting the {what}"):
         try:
-            if stream is not None:
+            opened.stream.start_stream()
+        except _PORTAUDIO_ERRORS as exc:
+            raise DeviceError(f"cannot start {what} {opened.name!r}: {exc}") from exc
+
+
+def close_stream(stream: pyaudio.Stream, what: str, *, drop: bool = False) -> None:
+    """Stop and close a stream; logs instead of raising (runs in a worker).
+
+    `drop`: close at once, which aborts the stream (Pa_AbortStream): whatever
+    PortAudio and the sound server still hold is discarded instead of played.
+    """
+    try:
+        with _portaudio_lock(f"closing the {what}"):
+            if not drop:
                 try:
                     stream.stop_stream()
-                except OSError as exc:
+                except _PORTAUDIO_ERRORS as exc:
                     # A vanished device often fails to stop; closing still frees it.
                     _LOG.warning("%s: stopping the stream failed: %s", what, exc)
-                stream.close()
-        finally:
-            if pa is not None:
-                pa.terminate()
+            stream.close()
+    except (DeviceError, *_PORTAUDIO_ERRORS) as exc:
+        _LOG.warning("%s: closing the stream failed: %s", what, exc)
 
 
-async def _run_opener(
-    opener: Callable[[], _Opened], on_cancel: Callable[[_Opened], None]
-) -> _Opened:
-    """Run a blocking open in a worker; if cancelled, release what it opened."""
-    task = asyncio.ensure_future(asyncio.to_thread(opener))
+def stream_active(opened: Opened, what: str) -> bool:
+    """Pa_IsStreamActive, with PortAudio's errors as DeviceError."""
     try:
-        return await asyncio.shield(task)
+        return bool(opened.stream.is_active())
+    except _PORTAUDIO_ERRORS as exc:
+        raise DeviceError(f"{what} {opened.name!r} failed: {exc}") from exc
+
+
+async def run_blocking(
+    call: Callable[[], _T],
+    what: str,
+    *,
+    release: Callable[[_T], None] | None = None,
+    timeout: float = CALL_TIMEOUT_S,
+) -> _T:
+    """Run a blocking PortAudio call in a worker; DeviceError if it takes over `timeout`.
+
+    A worker cannot be interrupted: if the caller gives up (timeout or
+    cancellation), whatever the call still returns is handed to `release`
+    in another worker, so nothing is left open.
+    """
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, call)
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
+    except TimeoutError:
+        _release_when_done(future, release, what)
+        raise DeviceError(f"{what} did not return within {timeout:g} s") from None
     except asyncio.CancelledError:
-        # The worker cannot be interrupted: wait for it so nothing is left open.
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is None:
-            await asyncio.to_thread(on_cancel, task.result())
-        elif not task.cancelled():
-            _LOG.warning("device open failed after cancellation: %s", task.exception())
+        # Give the worker a moment so a cancelled open leaves nothing open behind it.
+        try:
+            await asyncio.wait([future], timeout=LOCK_WAIT_S)
+        finally:
+            _release_when_done(future, release, what)
         raise
 
 
-class _RateLimitedLog:
+async def run_quietly(call: Callable[[], None], what: str) -> None:
+    """`run_blocking` for clean-up, which must not fail: a hung call is logged, not raised."""
+    try:
+        await run_blocking(call, what)
+    except DeviceError as exc:
+        _LOG.error("%s", exc)
+
+
+def _release_when_done(
+    future: asyncio.Future[_T], release: Callable[[_T], None] | None, what: str
+) -> None:
+    def done(finished: asyncio.Future[_T]) -> None:
+        if finished.cancelled():
+            return
+        if (exc := finished.exception()) is not None:
+            _LOG.warning("%s failed after it was given up on: %s", what, exc)
+        elif release is not None:
+            _LOG.info("%s returned after it was given up on; releasing it", what)
+            finished.get_loop().run_in_executor(None, release, finished.result())
+
+    if future.done():
+        done(future)
+    else:
+        _LOG.error("%s is still running in PortAudio; its result will be released", what)
+        future.add_done_callback(done)
+
+
+class RateLimitedLog:
     """A warning that repeats at most once per interval, carrying the count so far."""
 
     def __init__(self, message: str) -> None:

@@ -56,6 +56,7 @@ class WavFileSource:
         self._t0: float | None = None
         self._next = 0
         self._closed = False
+        self._handover_s = 0.0
 
     @property
     def t0(self) -> float:
@@ -71,12 +72,17 @@ class WavFileSource:
             raise RuntimeError("WavFileSource not started")
         return len(self._samples) / CAPTURE_RATE
 
+    def set_handover(self, seconds: float) -> None:
+        """Release blocks in batches of up to `seconds`, as the microphone does."""
+        self._handover_s = max(0.0, seconds)
+
     async def start(self) -> None:
         """Load the file and start its clock; after close(), resume where it stopped.
 
         Resuming keeps t0: a loop that reopens its devices gets the blocks it
         missed at once, then real-time pacing again.
         """
+        self._handover_s = 0.0
         if self._samples is not None:
             self._closed = False
             return
@@ -99,6 +105,10 @@ class WavFileSource:
         t_start = self._t0 + self._next * block_s
         if self._realtime:
             wait = t_start + block_s - self._clock()
+            if wait > 0:
+                # Not due yet: with a handover, wait for the rest of the batch
+                # too; its other blocks are then due and come without a wait.
+                wait += max(0.0, self._handover_s - block_s)
             if wait > timeout:
                 await asyncio.sleep(timeout)
                 raise TimeoutError(f"next block of {self._path.name} is due in {wait:.3f} s")
@@ -146,6 +156,7 @@ class WavFileSink:
         self._file: _PcmWavWriter | None = None
         self._queue: PlaybackQueue | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._started = False
 
     @property
@@ -202,9 +213,10 @@ class WavFileSink:
 
     async def play(self, samples: np.ndarray, timeout: float) -> None:
         queue = self._require_queue()
-        # Catch the "device" up first: after a stalled loop the ticker has not
-        # yet written the time that passed, and new audio must not fill it.
+        # Catch the "device" up first: after a stalled loop (or while the ticker
+        # idles) the time that passed is not written yet, and new audio must not fill it.
         self._advance()
+        self._wake.set()
         await queue.put(as_mono_int16(samples), timeout, self._check)
 
     def flush(self) -> None:
@@ -259,7 +271,13 @@ class WavFileSink:
     async def _tick(self) -> None:
         while True:
             self._advance()
-            assert self._file is not None and self._t0 is not None
+            assert self._file is not None and self._t0 is not None and self._queue is not None
+            if not self._queue.is_playing:
+                # Nothing queued: sleep until play(). The silence meanwhile is
+                # written by the next _advance(), from the clock, all at once.
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             # Being one period ahead, a whole new period is due when the clock
             # reaches the end of what is written.
             wake = self._t0 + self._file.frames / self._rate

@@ -25,6 +25,8 @@ import numpy as np
 
 MIC_SINK = "va_mic"
 SPEAKER_SINK = "va_speaker"
+DEFAULT_SINK = "va_default"
+"""PulseAudio's default sink and source (its monitor); nothing plays or records there."""
 SINK_RATE = 48_000
 """Both null sinks run at 48 kHz mono, like a typical USB codec."""
 
@@ -89,6 +91,11 @@ class PulseServer:
         daemon_env = {
             key: value for key, value in os.environ.items() if not key.startswith("PULSE_")
         }
+        # Unloading a sink must behave like unplugging a card: its streams end
+        # with an error. PulseAudio's default instead moves them to whatever
+        # device is left, so the microphone would silently record the speaker.
+        daemon_conf = self._dir / "daemon.conf"
+        daemon_conf.write_text("rescue-streams = no\n")
         daemon_env.update(
             HOME=str(self._dir),
             XDG_RUNTIME_DIR=str(runtime),
@@ -96,6 +103,7 @@ class PulseServer:
             XDG_STATE_HOME=str(self._dir / "state"),
             PULSE_RUNTIME_PATH=str(runtime / "pulse"),
             PULSE_STATE_PATH=str(self._dir / "state"),
+            PULSE_CONFIG=str(daemon_conf),
         )
         # If this process dies without stop() (a killed test run), the daemon
         # gets SIGTERM too, and every helper client exits when it goes.
@@ -132,6 +140,12 @@ class PulseServer:
                 self.stop()
                 raise PulseError(f"pulseaudio did not answer within {timeout} s: {self._log()}")
             time.sleep(0.05)
+        # The defaults stay on a sink no test unloads: when the default device
+        # goes, PulseAudio moves the streams that were on it to the new default
+        # whatever rescue-streams says.
+        self.pactl("load-module", "module-null-sink", f"sink_name={DEFAULT_SINK}")
+        self.pactl("set-default-sink", DEFAULT_SINK)
+        self.pactl("set-default-source", f"{DEFAULT_SINK}.monitor")
         self.load_sink(MIC_SINK)
         self.load_sink(SPEAKER_SINK)
 

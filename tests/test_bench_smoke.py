@@ -1,9 +1,9 @@
 """The latency benchmark runs end to end on a tiny input (the real run is in bench/RESULTS.md).
 
-One counted turn per system, no warm-up, near-zero service latencies: this checks that the
-script, its clients and its table work, not what the figures are. pipecat (system c) runs
-only if `bench/.pipecat-venv` is already there; otherwise the script must say why instead of
-crashing. Nothing is installed here.
+One counted turn per system, no warm-up, near-zero service latencies, one pause-set question:
+this checks that the script, its clients and its table work, not what the figures are.
+pipecat (system c) runs only if `bench/.pipecat-venv` is already there; otherwise the script
+must say why instead of crashing. Nothing is installed here.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ COLUMNS = (
     "overhead_p95_ms",
     "hangover_ms",
     "service_ms",
+    "pause_turns",
+    "pause_wrong",
 )
-"""The table's header (bench.latency.COLUMNS; bench/ is not an installed package)."""
+"""The table's header (bench.latency_report.COLUMNS; bench/ is not an installed package)."""
+SYSTEMS = ("a", "s", "sc", "b", "c")
+PAUSE_SYSTEMS = ("a", "s", "sc", "c")
+"""Who answers the pause set (not b)."""
 NUMBER = re.compile(r"-?\d+(\.\d+)?$")
 
 
@@ -41,7 +46,9 @@ def _run_bench(tmp_path: Path) -> tuple[str, dict]:
             "--turns=1",
             "--warmup=0",
             "--tiny",
-            "--only=a,b,c",
+            "--only=a,s,sc,b,c",
+            "--pause-reps=1",
+            "--pauses=450",
             "--no-pipecat-install",
             f"--json={out}",
         ],
@@ -64,7 +71,7 @@ def _rows(stdout: str) -> dict[str, list[str]]:
     for line in lines[header + 1 :]:
         if not line.strip():
             break
-        if re.match(r"[abc] \w+  ", line):
+        if re.match(r"(a|s|sc|b|c) \S+  ", line):
             key, label, *cells = line.split()
             rows[key] = [f"{key} {label}", *cells]
     return rows
@@ -74,16 +81,26 @@ def test_latency_bench_runs_on_a_tiny_input(tmp_path: Path) -> None:
     stdout, report = _run_bench(tmp_path)
     rows = _rows(stdout)
     pipecat_ready = PIPECAT_PYTHON.exists()
-    expected = ["a", "b", "c"] if pipecat_ready else ["a", "b"]
-    assert sorted(rows) == expected, stdout
+    expected = [key for key in SYSTEMS if key != "c" or pipecat_ready]
+    assert sorted(rows) == sorted(expected), stdout
     for key in expected:
         row = rows[key]
         assert len(row) == len(COLUMNS), row
         assert row[1:3] == ["1", "0"], f"{key}: one counted turn, none failed: {stdout}"
-        assert all(NUMBER.match(cell) for cell in row[3:]), row
+        assert all(NUMBER.match(cell) for cell in row[3:-2]), row
+        if key in PAUSE_SYSTEMS:
+            # One pause question, answered whole.
+            assert row[-2:] == ["1", "0"], f"{key}: {stdout}"
+        else:
+            assert row[-2:] == ["n/a", "n/a"], row
     assert "ratio a/b: first_audio p50 " in stdout
+    assert "target 0 wrong-question answers on the pause set (a, s, sc): met" in stdout
+    for key in ("s", "sc"):
+        # The speculative systems used their speculation.
+        assert report["systems"][key]["speculations"].get("used") == 1, stdout
     if pipecat_ready:
-        assert "ratio a/c: first_audio p50 " in stdout
+        for key in ("a", "s", "sc"):
+            assert f"ratio {key}/c: first_audio p50 " in stdout
         assert report["systems"]["c"]["unavailable"] is None
     else:
         assert re.search(r"^c pipecat: pipecat not installed: \S", stdout, re.MULTILINE)

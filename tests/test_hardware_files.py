@@ -16,8 +16,8 @@ from gpiozero.pins.mock import MockFactory
 
 from assistant.settings import ButtonSettings
 from hardware.buttons import ButtonEvent, TalkButton
+from hardware.capture_rate import ToCaptureRate
 from hardware.interfaces import CAPTURE_RATE, DeviceError
-from hardware.pyaudio_devices import _ToCaptureRate
 from hardware.wav_devices import WavFileSink, WavFileSource, read_wav
 
 SINK_RATE = 24_000
@@ -92,6 +92,38 @@ async def test_source_releases_blocks_in_real_time(tmp_path: Path) -> None:
     assert np.array_equal(np.concatenate([b.samples for b in blocks]), clip)
     assert await source.read(timeout=1.0) is None
     await source.close()
+
+
+async def test_source_hands_over_in_batches_while_allowed(tmp_path: Path) -> None:
+    source = WavFileSource(write(tmp_path / "a.wav", tone(1.0, CAPTURE_RATE), CAPTURE_RATE))
+    await source.start()
+    source.set_handover(0.1)
+    batched = [await source.read(timeout=1.0) for _ in range(20)]
+    wakes_batched = await _wakes_during(source, 10)
+    source.set_handover(0.0)
+    wakes_each = await _wakes_during(source, 10)
+
+    # The same blocks, with the same times: only when read() wakes changes.
+    assert [b.t_start for b in batched if b is not None] == pytest.approx(
+        [source.t0 + 0.02 * k for k in range(20)], abs=1e-9
+    )
+    assert wakes_batched <= 3  # 10 blocks in 100 ms batches: 2 wakes (3 if misaligned)
+    assert wakes_each >= 9
+    await source.close()
+    await source.start()  # a reopened source hands every block over again
+    assert await _wakes_during(source, 5) >= 4
+
+
+async def _wakes_during(source: WavFileSource, blocks: int) -> int:
+    """Read `blocks` blocks; how many of the reads had to wait."""
+    waits = 0
+    for _ in range(blocks):
+        before = time.monotonic()
+        block = await source.read(timeout=1.0)
+        assert block is not None
+        assert time.monotonic() >= block.t_start + 0.02 - 1e-3  # never before it is due
+        waits += time.monotonic() - before > 0.005
+    return waits
 
 
 async def test_source_takes_first_channel_of_stereo_44k(tmp_path: Path) -> None:
@@ -202,6 +234,24 @@ async def test_sink_puts_a_burst_where_it_was_played_on_the_timeline(tmp_path: P
     # The file is exactly as long as the timeline ran, one period ahead.
     assert abs(len(out) - ((closed_at - t0) * SINK_RATE + PERIOD)) <= PERIOD
     assert sink.underruns == 0
+
+
+async def test_sink_idles_without_waking_and_keeps_the_timeline(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    sink = WavFileSink(tmp_path / "out.wav", SINK_RATE, PERIOD_MS, t0=t0)
+    await sink.start()
+    await asyncio.sleep(0.3)
+    # Nothing queued: the ticker sleeps instead of writing silence every period.
+    assert sink.samples_written <= 2 * PERIOD
+    played_at = time.monotonic()
+    clip = tone(0.1, SINK_RATE)
+    await sink.play(clip, timeout=1.0)
+    await sink.drain(timeout=1.0)
+    await sink.close()
+    out, _ = read_wav(tmp_path / "out.wav")
+
+    at = (played_at - t0) * SINK_RATE
+    assert at <= find_clip(out, clip) <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
 
 
 async def test_sink_shares_the_source_timeline(tmp_path: Path) -> None:
@@ -362,7 +412,7 @@ def test_capture_conversion_keeps_blocks_regular_and_times_exact() -> None:
     left[click] = 30_000
     right = tone(1.0, rate)  # must not leak into the result
     interleaved = np.stack([left, right], axis=1).reshape(-1)
-    converter = _ToCaptureRate(rate, channels=2, block=320)
+    converter = ToCaptureRate(rate, channels=2, block=320)
     t0 = 1000.0
     blocks = []
     for k in range(rate // frames):

@@ -12,6 +12,12 @@ A frame is voiced when webrtcvad says so and it is ENERGY_MARGIN_DB above the
 running noise floor; the first WARMUP_MS after creation or `reset` only train
 the VAD and the floor.
 
+Pauses (with `pause_events`, hands-free only, for speculative work): once an
+utterance with at least `min_speech_ms` of voiced audio has been silent for
+`speculate_after_ms`, SpeechPaused carries what would be uploaded if it ended
+there; a voiced frame after that is SpeechResumed. The hangover alone still ends
+the utterance.
+
 Push-to-talk: `begin_manual` opens an utterance at once (with the pre-roll),
 every frame is kept whatever the VAD says, and `end_manual` closes it.
 
@@ -98,6 +104,21 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    utterance: Utterance
+    """The utterance so far, exactly as UtteranceEnded will carry it if no speech follows
+    (same samples; `t_detected` is when the pause was noticed)."""
+    t: float
+    """End of the frame that completed `speculate_after_ms` of silence."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    t: float
+    """Start of the voiced frame that broke the pause."""
+
+
+@dataclass(frozen=True, slots=True)
 class UtteranceEnded:
     utterance: Utterance
     reason: EndReason
@@ -109,7 +130,7 @@ class UtteranceDropped:
     speech_ms: int
 
 
-EndpointEvent = SpeechStarted | UtteranceEnded | UtteranceDropped
+EndpointEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded | UtteranceDropped
 
 
 class _Ring:
@@ -142,10 +163,14 @@ class _Ring:
 
 
 class Endpointer:
-    """Turns AudioBlocks into SpeechStarted / UtteranceEnded / UtteranceDropped events."""
+    """Turns AudioBlocks into SpeechStarted / SpeechPaused / SpeechResumed / UtteranceEnded /
+    UtteranceDropped events."""
 
-    def __init__(self, settings: VadSettings, *, hands_free: bool = True) -> None:
-        """`hands_free=False` never opens an utterance on its own (push-to-talk only)."""
+    def __init__(
+        self, settings: VadSettings, *, hands_free: bool = True, pause_events: bool = False
+    ) -> None:
+        """`hands_free=False` never opens an utterance on its own (push-to-talk only);
+        `pause_events` adds SpeechPaused / SpeechResumed after `speculate_after_ms`."""
         if settings.frame_ms not in (10, 20, 30):
             raise ValueError(f"webrtcvad frames are 10, 20 or 30 ms, not {settings.frame_ms}")
         self.settings = settings
@@ -158,6 +183,11 @@ class Endpointer:
         self._window_frames = self._start_frames + math.ceil(self._start_frames / 2)
         self._preroll_frames = math.ceil(settings.preroll_ms / settings.frame_ms)
         self._hangover_frames = max(1, math.ceil(settings.hangover_ms / settings.frame_ms))
+        # 0 = no pause events: not asked for, or the pause would only come with the end.
+        pause_frames = max(1, math.ceil(settings.speculate_after_ms / settings.frame_ms))
+        self._pause_frames = (
+            pause_frames if pause_events and pause_frames < self._hangover_frames else 0
+        )
         self._tail_frames = math.ceil(TAIL_MS / settings.frame_ms)
         self._warmup_frames = math.ceil(WARMUP_MS / settings.frame_ms)
         self._max_frames = max(1, int(settings.max_utterance_s * 1000 // settings.frame_ms))
@@ -200,6 +230,7 @@ class Endpointer:
         self._last_voiced = -1
         self._last_voiced_end = 0.0
         self._unvoiced_run = 0
+        self._paused = False
 
     def process(self, block: AudioBlock) -> list[EndpointEvent]:
         """Classify the whole frames this block completes; keep the rest for next time."""
@@ -289,9 +320,11 @@ class Endpointer:
                 # utterance until it is released.
                 self._manual_capped = self._manual
                 return self._finish(EndReason.MAX_LENGTH, t_end, t_speech_end)
-            if not self._manual and self._unvoiced_run >= self._hangover_frames:
+            if self._manual:
+                return None
+            if self._unvoiced_run >= self._hangover_frames:
                 return self._finish(EndReason.SILENCE, t_end, self._last_voiced_end)
-            return None
+            return self._pause_event(voiced, t, t_end)
         self._ring.push(frame, t, voiced)
         self._window.append(voiced)
         if not self.hands_free or self._manual_capped or sum(self._window) < self._start_frames:
@@ -304,6 +337,27 @@ class Endpointer:
         self._start_utterance(frames[begin:], times[begin:], flags[begin:], t_end)
         return SpeechStarted(t=float(times[first_voiced]), t_detected=t_end)
 
+    def _pause_event(self, voiced: bool, t: float, t_end: float) -> EndpointEvent | None:
+        if voiced and self._paused:
+            self._paused = False
+            return SpeechResumed(t)
+        if (
+            self._pause_frames
+            and self._unvoiced_run == self._pause_frames
+            and self._last_voiced >= 0
+            and self._voiced_frames * self._frame_ms >= self.settings.min_speech_ms
+        ):
+            self._paused = True
+            so_far = Utterance(
+                self._uploaded(EndReason.SILENCE),
+                self._t_start,
+                self._last_voiced_end,
+                t_end,
+                self._voiced_frames * self._frame_ms,
+            )
+            return SpeechPaused(so_far, t_end)
+        return None
+
     def _start_utterance(
         self, frames: np.ndarray, times: np.ndarray, voiced: np.ndarray, t_now: float
     ) -> None:
@@ -313,6 +367,7 @@ class Endpointer:
         self._last_voiced = -1
         self._last_voiced_end = t_now
         self._unvoiced_run = 0
+        self._paused = False
         self._t_start = float(times[0]) if len(times) else t_now
         for frame, t, flag in zip(frames, times, voiced, strict=True):
             self._append(frame, float(t), bool(flag))
@@ -333,18 +388,23 @@ class Endpointer:
         else:
             self._unvoiced_run += 1
 
-    def _finish(
-        self, reason: EndReason, t_detected: float, t_speech_end: float
-    ) -> UtteranceEnded | UtteranceDropped:
-        speech_ms = self._voiced_frames * self._frame_ms
+    def _uploaded(self, reason: EndReason) -> np.ndarray:
+        """A copy of the audio to upload if the utterance ended now for `reason`."""
         frames = self._frames
         # Hangover silence is only there to be sure speech ended; don't upload it.
         # Push-to-talk audio is the user's own choice of span and is kept whole.
         if not self._manual and reason is not EndReason.MAX_LENGTH and self._last_voiced >= 0:
             frames = min(frames, self._last_voiced + 1 + self._tail_frames)
-        samples = self._buffer[: frames * self._frame_len].copy()
+        return self._buffer[: frames * self._frame_len].copy()
+
+    def _finish(
+        self, reason: EndReason, t_detected: float, t_speech_end: float
+    ) -> UtteranceEnded | UtteranceDropped:
+        speech_ms = self._voiced_frames * self._frame_ms
+        samples = self._uploaded(reason)
         self._open = False
         self._manual = False
+        self._paused = False
         self._frames = 0
         self._window.clear()
         if speech_ms < self.settings.min_speech_ms:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from assistant.devserver import replies
 from assistant.devserver.errors import invalid_param
+from assistant.devserver.fault_responses import write_body
 from assistant.devserver.jsonio import json_body, required_user
 from assistant.devserver.middleware import record_of
 from assistant.devserver.pacing import paced
@@ -167,16 +168,16 @@ async def _stream(
         async for token in paced(tokens, lambda: state.options, task.stop):
             if not isinstance(token, str):
                 # Dify's keep-alive is an event line with no data line at all.
-                await response.write(b"event: ping\n\n")
+                await write_body(request, response, b"event: ping\n\n")
                 continue
             answer.sent.append(token)
             message = answer.base("message")
             message.update(id=answer.message_id, answer=token, from_variable_selector=None)
-            await response.write(_sse(message))
+            await write_body(request, response, _sse(message))
         # A stopped task ends like a finished one: Dify answers the stop with message_end.
         end = answer.base("message_end")
         end.update(id=answer.message_id, metadata=answer.metadata(), files=None)
-        await response.write(_sse(end))
+        await write_body(request, response, _sse(end))
         if state.options.stream_tts and answer.answer and not task.stop.is_set():
             await _speak(request, response, state, answer, task)
         await response.write_eof()
@@ -213,11 +214,11 @@ async def _speak(
         event = answer.base("tts_message")
         piece = audio.data[offset : offset + TTS_PIECE_BYTES]
         event.update(audio=base64.b64encode(piece).decode("ascii"), audio_type=TTS_AUDIO_TYPE)
-        await response.write(_sse(event))
+        await write_body(request, response, _sse(event))
         pieces += 1
     end = answer.base("tts_message_end")
     end["audio"] = ""
-    await response.write(_sse(end))
+    await write_body(request, response, _sse(end))
     record_of(request).details.update(
         tts_pieces=pieces, audio_bytes=total, audio_duration_s=round(audio.duration, 3)
     )

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from assistant.devserver.fault_responses import write_body
 from assistant.devserver.middleware import record_of
 from assistant.devserver.state import DevServerState
 
@@ -64,7 +65,7 @@ async def send_paced_audio(
     await response.prepare(request)
     try:
         async for chunk in paced_chunks(state, data, duration_s, odd_chunks):
-            await response.write(chunk)
+            await write_body(request, response, chunk)
         await response.write_eof()
     except ConnectionResetError:
         record_of(request).details["disconnected"] = True

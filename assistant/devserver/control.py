@@ -3,7 +3,7 @@
 GET  /_dev/log              request records (optional ?endpoint=...)
 GET|POST /_dev/phrases      list / register known utterances {"texts": [...]}
 GET|PUT  /_dev/latency      read / change latency options live
-GET|POST /_dev/faults       list / arm a canned answer for the next requests
+GET|POST /_dev/faults       list / arm a fault (an answer, stall, cut...) for the next requests
 POST /_dev/reset            clear the log and the faults
 """
 

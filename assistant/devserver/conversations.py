@@ -23,6 +23,7 @@ class Conversation:
     created_at: int = field(default_factory=lambda: int(time.time()))
 
 
-def chat_reply(query: str, turn: int) -> str:
-    """The whole answer to `query` as turn `turn` (1 = first) of a conversation."""
-    return f"{reply_for(query)} This is turn {turn} of our conversation."
+def chat_reply(query: str, turn: int, sentences: int = 0) -> str:
+    """The answer to `query` as turn `turn` (1 = first) of a conversation; `sentences` as
+    in `reply_for`, the closing turn sentence always included."""
+    return f"{reply_for(query, sentences)} This is turn {turn} of our conversation."

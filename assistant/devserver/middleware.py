@@ -16,6 +16,7 @@ from assistant.devserver.errors import (
     error_response,
     unauthorized,
 )
+from assistant.devserver.fault_responses import with_fault
 from assistant.devserver.state import STATE_KEY, DevServerState, RequestRecord
 
 API_PREFIX = "/v1"
@@ -24,6 +25,16 @@ RECORD_KEY: web.RequestKey[RequestRecord] = web.RequestKey("devserver_record")
 _log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def start_record(request: web.Request, endpoint: str) -> RequestRecord:
+    """The log record of a request that has just arrived, attached to the request."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    record = RequestRecord(
+        endpoint, request.method, time.time(), client_port=peer[1] if peer else 0
+    )
+    request[RECORD_KEY] = record
+    return record
 
 
 def record_of(request: web.Request) -> RequestRecord:
@@ -65,8 +76,7 @@ async def dify_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     state: DevServerState = request.app[STATE_KEY]
     route_name = request.match_info.route.name or request.path
-    record = RequestRecord(route_name, request.method, time.time())
-    request[RECORD_KEY] = record
+    record = start_record(request, route_name)
     started = time.monotonic()
     response: web.StreamResponse | None = None
     try:
@@ -88,8 +98,9 @@ async def _answer(
         _check_auth(request.headers.get("Authorization"), state.options.api_key)
         fault = state.faults.take(route_name)
         if fault is not None:
-            record_of(request).details["fault"] = True
-            return fault.response()
+            details = record_of(request).details
+            details.update(fault=True, fault_mode=fault.mode)
+            handler = with_fault(fault, handler, details)
         return await handler(request)
     except DifyError as exc:
         return exc.response()

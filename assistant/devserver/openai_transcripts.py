@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from assistant.devserver import replies
+from assistant.devserver.fault_responses import write_body
 from assistant.devserver.middleware import record_of
 from assistant.devserver.openai_api import sse_event, start_sse
 from assistant.devserver.rendering import json_response
@@ -49,9 +50,10 @@ async def stream_transcript(request: web.Request, transcript: Transcript) -> web
     text = transcript.text
     try:
         for token in replies.tokens(text):
-            await response.write(sse_event({"type": "transcript.text.delta", "delta": token}))
+            delta = {"type": "transcript.text.delta", "delta": token}
+            await write_body(request, response, sse_event(delta))
         done = {"type": "transcript.text.done", "text": text, "usage": transcript.usage()}
-        await response.write(sse_event(done))
+        await write_body(request, response, sse_event(done))
         await response.write_eof()
     except ConnectionResetError:
         record_of(request).details["disconnected"] = True

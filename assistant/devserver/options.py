@@ -46,3 +46,8 @@ class DevServerOptions:
     """espeak-ng voice for speech, for the known phrases and for `/parameters`."""
     phrases: tuple[str, ...] = ()
     """Utterances the recogniser knows, on top of `recogniser.DEFAULT_PHRASES`."""
+    reply_sentences: int = 0
+    """Keep only the first N sentences of every answer (`replies.reply_for`); 0 = the whole
+    answer (four sentences, about 13 s of speech). 1 leaves "You asked: <query>." alone,
+    which makes a test turn take about 2 s of speech instead. A chat answer keeps its
+    closing "This is turn N of our conversation." either way."""

@@ -11,6 +11,13 @@ recogniser is not.
 An upload whose voiced part matches only the start of a phrase (the speaker
 was cut off) is transcribed as the matching share of the phrase's words, so a
 truncated recording is visibly a different, shorter transcript.
+
+An upload that matches no phrase whole but holds pauses of at least PAUSE_MS
+is recognised part by part, as a real recogniser hears a speaker who paused
+mid-sentence: when every part is a whole known phrase, the transcript is the
+parts' texts joined. So "What is the weather like", a pause, "on Mars?" (both
+halves registered) reads as the whole question, and its first half alone as
+the half.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ _MIN_PREFIX_FRAMES = 40
 _FFT_BLOCK_FRAMES = 2000
 _PREFIX_PENALTY = 0.03
 """A whole-phrase match beats an equally good match with the start of a longer phrase."""
+PAUSE_MS = 150
+"""Unvoiced stretches at least this long split an upload that matches nothing whole."""
+_PAUSE_FRAMES = PAUSE_MS * FP_RATE // 1000 // _HOP
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +191,49 @@ def best_alignment(upload: np.ndarray, phrase: np.ndarray) -> float:
 
 def match(upload: Fingerprint, phrases: Mapping[str, Fingerprint]) -> Recognition:
     """Transcribe a fingerprinted upload against the known phrases."""
+    whole = _match_one(upload, phrases)
+    if whole.fraction >= 1.0:
+        return whole
+    parts = [_match_one(part, phrases) for part in _parts(upload)]
+    if len(parts) < 2 or any(part.fraction < 1.0 for part in parts):
+        return whole
+    return Recognition(
+        " ".join(part.text for part in parts),
+        " | ".join(part.phrase or "" for part in parts),
+        min(part.score for part in parts),
+        1.0,
+        upload.voiced_s,
+    )
+
+
+def _parts(upload: Fingerprint) -> list[Fingerprint]:
+    """The upload cut at its pauses (unvoiced runs of at least _PAUSE_FRAMES)."""
+    voiced = upload.level > upload.threshold
+    parts: list[Fingerprint] = []
+    start: int | None = None
+    quiet = 0
+    for index, loud in enumerate(voiced):
+        if loud:
+            if start is None:
+                start = index
+            quiet = 0
+            continue
+        quiet += 1
+        if start is not None and quiet == _PAUSE_FRAMES:
+            end = index - quiet + 1
+            parts.append(_slice(upload, start, end))
+            start = None
+    if start is not None:
+        end = int(np.flatnonzero(voiced)[-1]) + 1
+        parts.append(_slice(upload, start, end))
+    return parts
+
+
+def _slice(upload: Fingerprint, start: int, end: int) -> Fingerprint:
+    return Fingerprint(upload.bands[start:end], upload.level[start:end], upload.threshold)
+
+
+def _match_one(upload: Fingerprint, phrases: Mapping[str, Fingerprint]) -> Recognition:
     if upload.frames == 0:
         return Recognition("", None, 0.0, 0.0, 0.0)
     best: tuple[float, str, float, float] | None = None  # (rank, phrase, score, fraction)

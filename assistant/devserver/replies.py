@@ -18,17 +18,19 @@ COMPLETION_UNIT_PRICE = Decimal("0.002")
 PRICE_UNIT = Decimal("0.001")
 
 
-def reply_for(query: str) -> str:
-    """The whole answer to `query`."""
+def reply_for(query: str, sentences: int = 0) -> str:
+    """The whole answer to `query`, or only its first `sentences` sentences (0 = all)."""
     asked = " ".join(query.split())
     opening = f"You asked: {asked}" if asked else "You asked nothing at all."
     if opening[-1] not in ".?!":
         opening += "."
-    return (
-        f"{opening} This is the local development server answering. "
-        "It speaks in several sentences so that streaming can be heard. "
-        "The first sentence is already playing while the rest is still being written."
-    )
+    parts = [
+        opening,
+        "This is the local development server answering.",
+        "It speaks in several sentences so that streaming can be heard.",
+        "The first sentence is already playing while the rest is still being written.",
+    ]
+    return " ".join(parts[:sentences] if sentences > 0 else parts)
 
 
 def tokens(answer: str) -> list[str]:

@@ -88,7 +88,7 @@ async def chat_messages(request: web.Request) -> web.StreamResponse:
     answer = Answer(
         query,
         user,
-        chat_reply(query, conversation.turns),
+        chat_reply(query, conversation.turns, state.options.reply_sentences),
         mode="chat",
         conversation_id=conversation.id,
     )

@@ -14,6 +14,7 @@ from assistant.devserver.answers import (
     stop_task,
 )
 from assistant.devserver.jsonio import json_body, required_user
+from assistant.devserver.state import STATE_KEY
 
 
 async def completion_messages(request: web.Request) -> web.StreamResponse:
@@ -22,7 +23,8 @@ async def completion_messages(request: web.Request) -> web.StreamResponse:
     refuse_problems(request_problems(body), "CompletionRequestPayload")
     # `query` is a legacy, optional field of a Text Generator app.
     query = body.get("query", "")
-    answer = Answer(query, user, replies.reply_for(query), mode="completion")
+    sentences = request.app[STATE_KEY].options.reply_sentences
+    answer = Answer(query, user, replies.reply_for(query, sentences), mode="completion")
     return await answer_request(request, answer, response_mode(body))
 
 

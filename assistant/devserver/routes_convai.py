@@ -31,9 +31,10 @@ from assistant.audio.resample import resample_once
 from assistant.audio.wav import encode_wav
 from assistant.devserver.audio_body import send_paced_audio, wait_first_byte
 from assistant.devserver.errors import CONVAI_SERVER_FAILURE_BODY, CONVAI_TTS_FAILED_BODY
-from assistant.devserver.middleware import RECORD_KEY, record_of
+from assistant.devserver.fault_responses import with_fault
+from assistant.devserver.middleware import record_of, start_record
 from assistant.devserver.rendering import json_response
-from assistant.devserver.state import STATE_KEY, DevServerState, RequestRecord
+from assistant.devserver.state import STATE_KEY, DevServerState
 from assistant.devserver.synth import encode_mp3, speech_for_async
 
 KEY_HEADER = "CONVAI-API-KEY"
@@ -165,8 +166,7 @@ def _endpoint(
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
-        record = RequestRecord(name, request.method, time.time())
-        request[RECORD_KEY] = record
+        record = start_record(request, name)
         started = time.monotonic()
         response: web.StreamResponse | None = None
         try:
@@ -194,8 +194,8 @@ async def _answer(
     record = record_of(request)
     fault = state.faults.take(record.endpoint)
     if fault is not None:
-        record.details["fault"] = True
-        return fault.response()
+        record.details.update(fault=True, fault_mode=fault.mode)
+        handler = with_fault(fault, handler, record.details)
     try:
         return await handler(request)
     except ConnectionResetError:

@@ -1,11 +1,12 @@
 """`POST /v1/chat/completions`: the dev server's answer as an OpenAI chat completion.
 
-The answer is `reply_for(last user message)`, paced like `/completion-messages` (the same
-`first_token_ms` and `tokens_per_second`), so other voice frameworks can be benchmarked
-against the same server. `stream: true` gives `chat.completion.chunk` events ending with a
-`finish_reason: "stop"` chunk (and a usage chunk when `stream_options.include_usage`), then
-`data: [DONE]`. Parameters this server has no use for (temperature, tools, ...) are accepted
-and ignored, as a model would ignore what does not apply.
+The answer is `reply_for(last user message)` (cut to the `reply_sentences` option), paced
+like `/completion-messages` (the same `first_token_ms` and `tokens_per_second`), so other
+voice frameworks can be benchmarked against the same server. `stream: true` gives
+`chat.completion.chunk` events ending with a `finish_reason: "stop"` chunk (and a usage
+chunk when `stream_options.include_usage`), then `data: [DONE]`. Parameters this server has
+no use for (temperature, tools, ...) are accepted and ignored, as a model would ignore what
+does not apply.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from assistant.devserver import replies
+from assistant.devserver.fault_responses import write_body
 from assistant.devserver.middleware import record_of
 from assistant.devserver.openai_api import (
     invalid_request,
@@ -148,7 +150,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _answer(state: DevServerState, chat: _Chat) -> AsyncIterator[str]:
     """The answer's tokens on schedule, each also kept in `chat.sent`."""
-    tokens = replies.tokens(replies.reply_for(chat.query))
+    tokens = replies.tokens(replies.reply_for(chat.query, state.options.reply_sentences))
     # Nothing stops a chat completion but the client hanging up, which cancels this task.
     async for token in paced(tokens, lambda: state.options, asyncio.Event()):
         if isinstance(token, str):  # OpenAI sends no keep-alives: pings are skipped
@@ -159,13 +161,14 @@ async def _answer(state: DevServerState, chat: _Chat) -> AsyncIterator[str]:
 async def _stream(request: web.Request, state: DevServerState, chat: _Chat) -> web.StreamResponse:
     response = await start_sse(request)
     try:
-        await response.write(sse_event(chat.chunk({"role": "assistant", "content": ""})))
+        first = sse_event(chat.chunk({"role": "assistant", "content": ""}))
+        await write_body(request, response, first)
         async for token in _answer(state, chat):
-            await response.write(sse_event(chat.chunk({"content": token})))
-        await response.write(sse_event(chat.chunk({}, "stop")))
+            await write_body(request, response, sse_event(chat.chunk({"content": token})))
+        await write_body(request, response, sse_event(chat.chunk({}, "stop")))
         if chat.include_usage:
-            await response.write(sse_event(chat.usage_chunk()))
-        await response.write(DONE)
+            await write_body(request, response, sse_event(chat.usage_chunk()))
+        await write_body(request, response, DONE)
         await response.write_eof()
     except ConnectionResetError:
         record_of(request).details["disconnected"] = True

@@ -20,6 +20,7 @@ from aiohttp import web
 from assistant.config import OPENAI_FORMATS, OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.devserver import replies
 from assistant.devserver.audio_body import paced_chunks, send_paced_audio, wait_first_byte
+from assistant.devserver.fault_responses import write_body
 from assistant.devserver.middleware import record_of
 from assistant.devserver.openai_api import (
     invalid_request,
@@ -182,8 +183,10 @@ async def _send_events(
     try:
         async for chunk in chunks:
             audio = base64.b64encode(chunk).decode("ascii")
-            await response.write(sse_event({"type": "speech.audio.delta", "audio": audio}))
-        await response.write(sse_event({"type": "speech.audio.done", "usage": usage}))
+            delta = {"type": "speech.audio.delta", "audio": audio}
+            await write_body(request, response, sse_event(delta))
+        done = sse_event({"type": "speech.audio.done", "usage": usage})
+        await write_body(request, response, done)
         await response.write_eof()
     except ConnectionResetError:
         record_of(request).details["disconnected"] = True

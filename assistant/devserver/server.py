@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,15 @@ class RunningDevServer:
         """The API base a client is configured with, e.g. http://127.0.0.1:8750/v1."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}{API_PREFIX}"
+
+    async def serve_also(self, sock: socket.socket) -> None:
+        """Answer on `sock` too, a bound socket that is not listening yet.
+
+        Until then a client of that port has its connections refused: a test can point a
+        client at it to play a service that is down, then bring the service back.
+        """
+        site = web.SockSite(self._runner, sock)
+        await site.start()
 
     async def stop(self) -> None:
         """Stop listening and end open requests (streams are cut)."""

@@ -34,12 +34,15 @@ class RequestRecord:
     status: int = 0
     duration_s: float = 0.0
     """From arrival to the last byte of the answer."""
+    client_port: int = 0
+    """The client's TCP port: requests sharing one came over one kept-alive connection."""
     details: dict[str, Any] = field(default_factory=dict)
     """Per endpoint. audio-to-text: upload_bytes, content_type, audio_duration_s, transcript.
     completion-messages: query, answer, task_id, message_id, stopped (with stream_tts also
     tts_pieces, audio_bytes, audio_duration_s). chat-messages: the same plus
     requested_conversation_id, conversation_id, turn. text-to-audio: text,
-    voice, audio_bytes, content_type. Any: fault=True when a fault answered instead."""
+    voice, audio_bytes, content_type. Any: fault=True and fault_mode when a fault was armed
+    for it, fault_struck when the fault changed the answer."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class RequestRecord:
             "status": self.status,
             "time": self.time,
             "duration_s": self.duration_s,
+            "client_port": self.client_port,
             **self.details,
         }
 

@@ -1,10 +1,10 @@
 """Fallback chains: a stage tries its providers in order until one answers.
 
-A 429 whose Retry-After is short is waited out and the same provider asked
-again once; anything else moves on to the next provider. Only requests that
-are safe to repeat go through a chain: speech-to-text of one utterance and
-text-to-speech of one sentence (a sentence that has started playing is never
-restarted with another voice).
+Each provider gets its retries first (`RetryPolicy`: transient failures only,
+jittered backoff, a short Retry-After waited out); then the next provider is
+asked. Only requests that are safe to repeat go through a chain: speech-to-text
+of one utterance and text-to-speech of one sentence (a sentence that has
+started playing is never restarted, with this voice or another).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from assistant.failures import service_name
+from assistant.failures import service_name, stage_timeout
 from assistant.providers.base import (
     AudioChunk,
     ServiceError,
@@ -22,82 +22,113 @@ from assistant.providers.base import (
     SpeechToText,
     TextToSpeech,
 )
+from assistant.providers.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER_S = 3.0
-"""Longer waits than this are not worth it for a voice turn: fall back instead."""
-
 T = TypeVar("T")
+P = TypeVar("P")
+
+FIRST_AUDIO_TIMEOUT_S = 8.0
+"""Default longest wait for one provider's first audio of a sentence."""
+
+FailureReport = Callable[[ServiceError, str], None]
+"""Told of every failed attempt and what happens next: "retry", "fallback" or "give_up"."""
 
 
-async def _honouring_retry_after(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except ServiceError as exc:
-        wait = exc.retry_after
-        if exc.status != 429 or wait is None or wait > MAX_RETRY_AFTER_S:
-            raise
-        log.warning("%s %s rate-limited; retrying in %.1f s", exc.service, exc.stage, wait)
-        await asyncio.sleep(wait)
-        return await call()
-
-
-class SpeechToTextChain:
-    def __init__(self, providers: Sequence[SpeechToText]) -> None:
+class _Chain(Generic[P]):
+    def __init__(
+        self,
+        providers: Sequence[P],
+        policy: RetryPolicy | None = None,
+        on_failure: FailureReport | None = None,
+    ) -> None:
         if not providers:
             raise ValueError("a chain needs at least one provider")
         self._providers = list(providers)
+        self._policy = policy or RetryPolicy()
+        self._on_failure = on_failure
         self.service = service_name(self._providers[0])
 
-    async def transcribe(self, speech: SpeechInput) -> str:
+    async def _first_answer(self, call: Callable[[P], Awaitable[T]]) -> T:
+        """`call(provider)` for each provider in turn, with retries, until one answers;
+        the first provider's error if none does (it names the configured service)."""
         first_error: ServiceError | None = None
-        for provider in self._providers:
-            try:
-                return await _honouring_retry_after(lambda p=provider: p.transcribe(speech))
-            except ServiceError as exc:
-                first_error = first_error or exc
-                log.warning("speech-to-text via %s failed: %s", exc.service, exc)
+        for index, provider in enumerate(self._providers):
+            attempt = 0
+            while True:
+                try:
+                    return await call(provider)
+                except ServiceError as exc:
+                    first_error = first_error or exc
+                    wait = self._policy.delay(exc, attempt)
+                    last = index == len(self._providers) - 1
+                    step = "retry" if wait is not None else "give_up" if last else "fallback"
+                    self._report(exc, step, wait)
+                    if wait is None:
+                        break
+                    await asyncio.sleep(wait)
+                    attempt += 1
         assert first_error is not None
         raise first_error
 
+    def _report(self, exc: ServiceError, step: str, wait: float | None) -> None:
+        if step == "retry":
+            log.warning("%s %s failed (%s); retrying in %.2f s", exc.service, exc.stage, exc, wait)
+        else:
+            log.warning("%s %s failed (%s); %s", exc.service, exc.stage, exc, step)
+        if self._on_failure is not None:
+            self._on_failure(exc, step)
 
-class TextToSpeechChain:
-    def __init__(self, providers: Sequence[TextToSpeech]) -> None:
-        if not providers:
-            raise ValueError("a chain needs at least one provider")
-        self._providers = list(providers)
-        self.service = service_name(self._providers[0])
+
+class SpeechToTextChain(_Chain[SpeechToText]):
+    async def transcribe(self, speech: SpeechInput) -> str:
+        return await self._first_answer(lambda provider: provider.transcribe(speech))
+
+
+class TextToSpeechChain(_Chain[TextToSpeech]):
+    def __init__(
+        self,
+        providers: Sequence[TextToSpeech],
+        policy: RetryPolicy | None = None,
+        on_failure: FailureReport | None = None,
+        first_audio_timeout_s: float = FIRST_AUDIO_TIMEOUT_S,
+    ) -> None:
+        super().__init__(providers, policy, on_failure)
+        self._first_audio_timeout_s = first_audio_timeout_s
 
     async def stream(self, text: str) -> AsyncIterator[AudioChunk]:
-        first_error: ServiceError | None = None
-        for provider in self._providers:
-            chunks = _honouring_retry_after(lambda p=provider: _first_chunk(p, text))
-            try:
-                first, rest = await chunks
-            except ServiceError as exc:
-                first_error = first_error or exc
-                log.warning("text-to-speech via %s failed: %s", exc.service, exc)
-                continue
-            if first is None:
-                return
-            try:
-                yield first
-                # From here on the sentence is audible: a failure ends it, no restart.
-                async for chunk in rest:
-                    yield chunk
-            finally:
-                await rest.aclose()  # type: ignore[attr-defined]
+        first, rest = await self._first_answer(self._first_audio_of(text))
+        if first is None:
             return
-        assert first_error is not None
-        raise first_error
+        try:
+            yield first
+            # From here on the sentence is audible: a failure ends it, no restart.
+            async for chunk in rest:
+                yield chunk
+        finally:
+            await rest.aclose()  # type: ignore[attr-defined]
+
+    def _first_audio_of(
+        self, text: str
+    ) -> Callable[[TextToSpeech], Awaitable[tuple[AudioChunk | None, AsyncIterator[AudioChunk]]]]:
+        async def first_audio(
+            provider: TextToSpeech,
+        ) -> tuple[AudioChunk | None, AsyncIterator[AudioChunk]]:
+            # A voice that stalls must not use up the sentence's whole bound: the next
+            # provider (in the end the local voice) still has time to say it.
+            seconds = self._first_audio_timeout_s
+            async with stage_timeout(service_name(provider), "tts", seconds):
+                return await _first_chunk(provider, text)
+
+        return first_audio
 
 
 async def _first_chunk(
     provider: TextToSpeech, text: str
 ) -> tuple[AudioChunk | None, AsyncIterator[AudioChunk]]:
     """Start a synthesis and wait for its first chunk, so failures before any audio
-    can still fall back."""
+    can still be retried or fall back."""
     stream = provider.stream(text)
     try:
         first = await anext(stream)

@@ -36,10 +36,13 @@ import httpx
 from assistant.providers.base import AudioChunk, ServiceError
 from assistant.providers.http import (
     error_from_body,
+    is_page_type,
     json_object,
     make_client,
+    media_type,
     retry_after_seconds,
     transport_error,
+    unexpected_type,
 )
 from assistant.settings import ConvaiSettings, HttpSettings
 
@@ -87,7 +90,11 @@ class ConvaiClient:
         # No key = no header: the service then answers its documented "api_key error."
         # rather than puzzling over an empty value.
         headers = {KEY_HEADER: key} if key else {}
-        self.http = make_client(settings.base_url, http, headers)
+        self.http = make_client(settings.base_url, http, headers, settings)
+
+    async def warm(self) -> None:
+        """GET the voice list (the only documented read) to open a connection early."""
+        await convai_voices(self)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -189,6 +196,8 @@ class ConvaiTextToSpeech:
                     raise await _json_refusal(head, chunks)
                 if not head:
                     raise ServiceError(SERVICE, "tts", "no_audio", "empty audio body", status=200)
+                if is_page_type(media_type(response)):
+                    raise await unexpected_type(SERVICE, "tts", response, "audio", head, chunks)
                 label = _chunk_type(content_type, encoding)
                 yield AudioChunk(head, label)
                 async for data in chunks:

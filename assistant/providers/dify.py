@@ -28,11 +28,14 @@ from assistant.providers.dify_stream import (
     streamed_answer,
 )
 from assistant.providers.http import (
+    is_page_type,
     json_object,
     make_client,
+    media_type,
     raise_for_status,
     transcribe_wav,
     transport_error,
+    unexpected_type,
 )
 from assistant.settings import DifySettings, HttpSettings
 
@@ -48,7 +51,7 @@ class DifyClient:
         self.settings = dify
         self.user = user
         self.http = make_client(
-            dify.base_url, http, {"Authorization": f"Bearer {dify.api_key.reveal()}"}
+            dify.base_url, http, {"Authorization": f"Bearer {dify.api_key.reveal()}"}, dify
         )
 
     async def parameters(self) -> dict[str, Any]:
@@ -59,6 +62,9 @@ class DifyClient:
             raise transport_error(SERVICE, "parameters", exc) from None
         await raise_for_status(SERVICE, "parameters", response)
         return json_object(response.content, SERVICE, "parameters")
+
+    async def warm(self) -> None:
+        await self.parameters()
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -140,16 +146,23 @@ class DifyTextToSpeech:
         try:
             async with self._client.http.stream("POST", "text-to-audio", json=body) as response:
                 await raise_for_status(SERVICE, "tts", response)
-                content_type = response.headers.get("content-type", "").split(";")[0].strip()
+                content_type = media_type(response)
                 if content_type == "application/json":
                     # Dify answers 200 `null` when it has nothing to say (unknown message_id).
                     detail = (await response.aread())[:200].decode(errors="replace")
                     raise ServiceError(
-                        SERVICE, "tts", "no_audio", f"JSON instead of audio: {detail}"
+                        SERVICE, "tts", "no_audio", f"JSON instead of audio: {detail}", status=200
                     )
+                if is_page_type(content_type):
+                    # Refused before any of it is passed on, so a fallback voice can speak.
+                    raise await unexpected_type(SERVICE, "tts", response, "audio")
+                received = False
                 async for data in response.aiter_bytes():
                     if data:
+                        received = True
                         yield AudioChunk(data, content_type or None)
+                if not received:
+                    raise ServiceError(SERVICE, "tts", "no_audio", "empty audio body", status=200)
         except httpx.HTTPError as exc:
             raise transport_error(SERVICE, "tts", exc) from None
 

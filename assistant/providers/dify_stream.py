@@ -11,7 +11,11 @@ Stream rules honoured here (see shared/reference/API_NOTES.md, section 1):
 - the speech tail (`tts_message` ... `tts_message_end`) is drained AFTER `message_end`,
   so `message_end` does not end the reading: the body's end does;
 - a body that ends without `message_end` was cut;
-- an `error` event is terminal, inside a 200 stream.
+- an `error` event is terminal, inside a 200 stream; after `message_end` it can only be the
+  speech tail that failed: the text is complete, so the answer is kept and the speech is
+  ended there (the turn then says the sentences with its own voice if none had arrived);
+- a 200 that is JSON or a web page is not an answer stream (a blocking answer, a proxy's
+  page): it is refused rather than read as a stream with no events in it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from typing import Any
 import httpx
 
 from assistant.providers.base import Delta, ServiceError
-from assistant.providers.http import json_object, raise_for_status, transport_error
-from assistant.text.sse import SSEParser
+from assistant.providers.http import (
+    is_page_type,
+    json_object,
+    media_type,
+    raise_for_status,
+    transport_error,
+    unexpected_type,
+)
+from assistant.text.sse import SSEError, SSEParser
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +132,11 @@ class _EventReader:
         self._ids.note(event)
         kind = event.get("event")
         if kind == "error":
-            raise self._error(event)
+            error = self._error(event)
+            if not self.ended:
+                raise error
+            log.warning("dify speech after the answer failed; the answer stands: %s", error)
+            return Delta(audio_done=True, message_id=self._ids.message_id)
         delta = self._delta(kind, event)
         if delta is not None:
             self._announced = delta.message_id
@@ -199,7 +214,11 @@ async def answer_deltas(
     parser = SSEParser()
     reader = _EventReader(stage, ids)
     async for chunk in response.aiter_bytes():
-        for sse in parser.feed(chunk):
+        try:
+            events = parser.feed(chunk)
+        except SSEError as exc:
+            raise ServiceError(SERVICE, stage, "malformed_response", str(exc)) from None
+        for sse in events:
             if not sse.data:
                 continue  # `event: ping`: a keep-alive, nothing to parse
             delta = reader.delta(json_object(sse.data.encode(), SERVICE, stage))
@@ -221,6 +240,9 @@ async def streamed_answer(
     try:
         async with http.stream("POST", path, json=body) as response:
             await raise_for_status(SERVICE, stage, response)
+            mime = media_type(response)
+            if mime == "application/json" or is_page_type(mime):
+                raise await unexpected_type(SERVICE, stage, response, "an event stream")
             async with aclosing(answer_deltas(response, stage, ids)) as deltas:
                 async for delta in deltas:
                     yield delta

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from assistant.providers.base import SpeechToText, TextToSpeech
-from assistant.providers.chain import SpeechToTextChain, TextToSpeechChain
+from assistant.providers.chain import FailureReport, SpeechToTextChain, TextToSpeechChain
 from assistant.providers.local import LocalTextToSpeech
+from assistant.providers.retry import RetryPolicy
+from assistant.providers.warm import ConnectionWarmer
 from assistant.settings import Settings
 from assistant.turn import SpeechSource, Stages
 
@@ -40,6 +44,9 @@ class _Clients:
 
             return ConvaiClient(s.convai, s.http)
         raise ValueError(f"unknown service {service!r}")
+
+    def created(self) -> dict[str, Any]:
+        return dict(self._clients)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -78,21 +85,65 @@ def _text_to_speech(name: str, clients: _Clients) -> TextToSpeech | None:
     raise ValueError(f"unknown text-to-speech provider {name!r}")
 
 
+MAX_WARM_CONNECTIONS = 4
+"""The clients' keep-alive pool size (`http.make_client`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    stages: Stages
+    dify: Any
+    """The Dify client (its /parameters tell whether the app's TTS is on)."""
+    warmer: ConnectionWarmer
+    """Opens each service's connections before a turn needs them."""
+
+
+def _connections_in_use(settings: Settings) -> dict[str, int]:
+    """How many requests a turn has in flight at once, per service.
+
+    The completion stream holds one connection while the sentences' syntheses (the
+    one playing and `tts_prefetch` ahead) each hold another; fallbacks get one.
+    """
+    providers = settings.providers
+    counts: Counter[str] = Counter({"dify": 1})
+    tts = "dify" if providers.tts == "dify-stream" else providers.tts
+    if providers.tts != "dify-stream":
+        counts[tts] += settings.speech.tts_prefetch + 1
+    counts[providers.stt] = max(counts[providers.stt], 1)
+    for name in (*providers.stt_fallback, *providers.tts_fallback):
+        name = "dify" if name == "dify-stream" else name
+        counts[name] = max(counts[name], 1)
+    return {name: min(n, MAX_WARM_CONNECTIONS) for name, n in counts.items()}
+
+
 @contextlib.asynccontextmanager
-async def build_stages(settings: Settings) -> AsyncIterator[tuple[Stages, Any]]:
-    """(stages, the Dify client) for the configured providers; clients closed on exit."""
+async def build_stages(
+    settings: Settings, on_failure: FailureReport | None = None
+) -> AsyncIterator[Services]:
+    """The stages of the configured providers, and their clients; closed on exit.
+
+    `on_failure` hears of every failed speech-to-text or text-to-speech attempt, even
+    those a retry or a fallback provider recovered from.
+    """
     from assistant.providers.dify import DifyTextToSpeech, make_dify_completion
 
     clients = _Clients(settings)
+    warmer: ConnectionWarmer | None = None
     try:
         providers = settings.providers
+        policy = RetryPolicy.from_settings(settings.http)
         stt = SpeechToTextChain(
-            [_speech_to_text(n, clients) for n in (providers.stt, *providers.stt_fallback)]
+            [_speech_to_text(n, clients) for n in (providers.stt, *providers.stt_fallback)],
+            policy,
+            on_failure,
         )
         voices = [_text_to_speech(n, clients) for n in (providers.tts, *providers.tts_fallback)]
         # The device's own voice always ends the chain: an answer is never silent.
         tts = TextToSpeechChain(
-            [v for v in voices if v is not None] + [LocalTextToSpeech(settings.assistant.language)]
+            [v for v in voices if v is not None] + [LocalTextToSpeech(settings.assistant.language)],
+            policy,
+            on_failure,
+            settings.http.tts_first_audio_timeout_s,
         )
         source = SpeechSource.SENTENCES
         message_tts = None
@@ -108,6 +159,9 @@ async def build_stages(settings: Settings) -> AsyncIterator[tuple[Stages, Any]]:
             speech_source=source,
             message_tts=message_tts,
         )
-        yield stages, clients.get("dify")
+        warmer = ConnectionWarmer(clients.created(), _connections_in_use(settings))
+        yield Services(stages, clients.get("dify"), warmer)
     finally:
+        if warmer is not None:
+            await warmer.aclose()
         await clients.aclose()

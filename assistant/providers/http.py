@@ -4,9 +4,10 @@ WAV upload every speech-to-text service takes."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -18,21 +19,29 @@ _BODY_PREVIEW = 200
 """Characters of a non-JSON error body kept in the message (an HTML error page is long)."""
 
 
-def make_client(base_url: str, http: HttpSettings, headers: dict[str, str]) -> httpx.AsyncClient:
+class ServiceTimeouts(Protocol):
+    """The per-service overrides every service section has (0 = the [http] value)."""
+
+    @property
+    def connect_timeout_s(self) -> float: ...
+    @property
+    def read_timeout_s(self) -> float: ...
+
+
+def make_client(
+    base_url: str, http: HttpSettings, headers: dict[str, str], service: ServiceTimeouts
+) -> httpx.AsyncClient:
     """A client whose connections stay warm between turns.
 
     `read` bounds the gap between two received bytes, not the whole request:
     whole-stage limits are applied by the caller with asyncio.timeout.
     """
+    connect = service.connect_timeout_s or http.connect_timeout_s
+    read = service.read_timeout_s or http.read_timeout_s
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         headers=headers,
-        timeout=httpx.Timeout(
-            connect=http.connect_timeout_s,
-            read=http.read_timeout_s,
-            write=http.read_timeout_s,
-            pool=http.connect_timeout_s,
-        ),
+        timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
         limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=300),
         follow_redirects=False,
     )
@@ -154,3 +163,42 @@ async def transcribe_wav(
     if not isinstance(text, str):
         raise ServiceError(service, "stt", "malformed_response", "no `text` in the answer")
     return text.strip()
+
+
+def media_type(response: httpx.Response) -> str:
+    """The Content-Type without its parameters, in lower case ("" when there is none)."""
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_page_type(mime: str) -> bool:
+    """A text or markup type: a web page or a message, never audio nor an event stream."""
+    return (mime.startswith("text/") and mime != "text/event-stream") or mime in (
+        "application/xhtml+xml",
+        "application/xml",
+    )
+
+
+async def unexpected_type(
+    service: str,
+    stage: str,
+    response: httpx.Response,
+    wanted: str,
+    head: bytes = b"",
+    rest: AsyncIterator[bytes] | None = None,
+) -> ServiceError:
+    """A success whose body is of the wrong kind (a captive portal's page, a JSON answer
+    where a stream was due): what it was, and the start of it. A caller that has begun
+    reading the body passes what it read (`head`) and its iterator (`rest`)."""
+    body = head
+    async for data in rest if rest is not None else response.aiter_bytes():
+        body += data
+        if len(body) > 4 * _BODY_PREVIEW:
+            break
+    preview = " ".join(body.decode("utf-8", errors="replace").split())[:_BODY_PREVIEW]
+    return ServiceError(
+        service,
+        stage,
+        "unexpected_content_type",
+        f"{media_type(response) or 'no Content-Type'} instead of {wanted}: {preview}",
+        status=response.status_code,
+    )

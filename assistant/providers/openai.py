@@ -24,10 +24,13 @@ import httpx
 from assistant.config import OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.providers.base import AudioChunk, ServiceError, SpeechInput
 from assistant.providers.http import (
+    is_page_type,
     make_client,
+    media_type,
     raise_for_status,
     transcribe_wav,
     transport_error,
+    unexpected_type,
 )
 from assistant.settings import HttpSettings, OpenAISettings
 
@@ -103,7 +106,15 @@ class OpenAIClient:
         key = settings.api_key.reveal()
         # Local servers (speaches, LocalAI, the dev server) may run without a key.
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = make_client(settings.base_url, http, headers)
+        self.http = make_client(settings.base_url, http, headers, settings)
+
+    async def warm(self) -> None:
+        """GET /models: the cheapest authenticated call, to open a connection early."""
+        try:
+            response = await self.http.get("models")
+        except httpx.HTTPError as exc:
+            raise transport_error(SERVICE, "warm_up", exc) from None
+        await raise_for_status(SERVICE, "warm_up", response)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -203,12 +214,15 @@ class OpenAITextToSpeech:
 
 
 async def _chunk_type(response: httpx.Response, response_format: str) -> str:
-    """The content type to label every chunk with; raises for a JSON answer."""
+    """The content type to label every chunk with; raises for a JSON answer or a page."""
     header = response.headers.get("content-type", "")
-    mime = header.split(";")[0].strip().lower()
+    mime = media_type(response)
     if mime == "application/json":
         detail = (await response.aread())[:_JSON_PREVIEW].decode(errors="replace")
         raise ServiceError(SERVICE, "tts", "no_audio", f"JSON instead of audio: {detail}")
+    if is_page_type(mime):
+        # Checked before the pcm label below: any bytes pass for headerless samples.
+        raise await unexpected_type(SERVICE, "tts", response, "audio")
     # A pcm body has no header to sniff, and servers label it variously (audio/pcm,
     # application/octet-stream): the decoder must be told what it is.
     if response_format == "pcm" or mime in ("", "application/octet-stream"):

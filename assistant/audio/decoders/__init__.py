@@ -13,6 +13,8 @@ What is where:
   bad-packet budget around PyAV's decoder).
 * `pcm`: PcmStreamDecoder, raw PCM (OpenAI `pcm`, `audio/L16`).
 * `wav`: WavStreamDecoder, RIFF/WAVE parsed here.
+* `pyav_frames`: PyAV frames to int16 mono, for the three below. They load PyAV, so
+  they are imported on first use (by `choose`, or by name from this package).
 * `compressed`: CompressedStreamDecoder, MP3/AAC/FLAC through PyAV's codec
   parser, with the ID3v2 skip and the MP3 encoder-delay trim.
 * `ogg`: OggStreamDecoder, Ogg Opus/Vorbis pages split here.
@@ -30,9 +32,6 @@ from assistant.audio.decoders.base import (
     StreamDecoder,
 )
 from assistant.audio.decoders.choose import SNIFF_BYTES, SniffingDecoder, make_decoder
-from assistant.audio.decoders.compressed import CompressedStreamDecoder
-from assistant.audio.decoders.container import BufferedContainerDecoder
-from assistant.audio.decoders.ogg import OggStreamDecoder
 from assistant.audio.decoders.pcm import PcmStreamDecoder
 from assistant.audio.decoders.wav import WavStreamDecoder
 from assistant.audio.wav import AudioFormatError
@@ -53,3 +52,18 @@ __all__ = [
     "WavStreamDecoder",
     "make_decoder",
 ]
+
+_NEEDS_PYAV = {
+    "CompressedStreamDecoder": "assistant.audio.decoders.compressed",
+    "BufferedContainerDecoder": "assistant.audio.decoders.container",
+    "OggStreamDecoder": "assistant.audio.decoders.ogg",
+}
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: the PyAV decoders are imported when first named, not with the package.
+    if name in _NEEDS_PYAV:
+        import importlib
+
+        return getattr(importlib.import_module(_NEEDS_PYAV[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

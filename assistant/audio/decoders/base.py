@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import av
-import av.error
 import numpy as np
 
 from assistant.audio.wav import AudioFormatError
@@ -120,27 +118,7 @@ def _mix(flat: np.ndarray, channels: int) -> np.ndarray:
     return (summed // channels).astype(np.int16)
 
 
-# ----------------------------------------------------------- PyAV frames
-
-
-def _frame_to_int16(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded PyAV frame → int16 mono (averaging channels)."""
-    array = frame.to_ndarray()
-    channels = frame.layout.nb_channels
-    if not frame.format.is_planar:
-        array = array.reshape(-1, channels).T
-    array = array[:, : frame.samples]
-    dtype = array.dtype
-    if dtype.kind == "f":
-        return _float_to_int16(array[0] if channels == 1 else array.mean(axis=0, dtype=np.float32))
-    mono = array[0] if channels == 1 else array.sum(axis=0, dtype=np.int64) // channels
-    if dtype == np.int16:
-        return mono.astype(np.int16, copy=False)
-    if dtype == np.int32:
-        return (mono >> 16).astype(np.int16)
-    if dtype == np.uint8:
-        return ((mono.astype(np.int16) - 128) * 256).astype(np.int16)
-    raise AudioFormatError(f"unsupported decoded sample format {frame.format.name}")
+# ----------------------------------------------------------- shared by the PyAV decoders
 
 
 def _skip_priming(decoded: list[np.ndarray], rate: int, to_skip: int) -> tuple[list[PcmChunk], int]:
@@ -168,17 +146,3 @@ class _BadPacketBudget:
 
     def ok(self) -> None:
         self.in_a_row = 0
-
-
-def _decode(
-    ctx: av.CodecContext, packet: av.Packet | None, budget: _BadPacketBudget
-) -> list[np.ndarray]:
-    try:
-        frames = ctx.decode(packet)
-    except av.error.EOFError:
-        return []
-    except av.error.FFmpegError as exc:
-        budget.failed(exc)
-        return []
-    budget.ok()
-    return [_frame_to_int16(frame) for frame in frames]

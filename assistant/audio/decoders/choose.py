@@ -8,9 +8,6 @@ bytes themselves.
 from __future__ import annotations
 
 from assistant.audio.decoders.base import PcmChunk, StreamDecoder
-from assistant.audio.decoders.compressed import CompressedStreamDecoder
-from assistant.audio.decoders.container import BufferedContainerDecoder
-from assistant.audio.decoders.ogg import OggStreamDecoder
 from assistant.audio.decoders.pcm import PcmStreamDecoder
 from assistant.audio.decoders.wav import WavStreamDecoder
 from assistant.audio.wav import AudioFormatError
@@ -96,12 +93,17 @@ def make_decoder(
 def _decoder_for(kind: str) -> StreamDecoder:
     if kind == "wav":
         return WavStreamDecoder()
+    # The rest need PyAV, imported here on first use: 16 MB not spent on WAV/PCM voices.
     if kind == "ogg":
+        from assistant.audio.decoders.ogg import OggStreamDecoder
+
         return OggStreamDecoder()
-    if kind == "mp4":
-        return BufferedContainerDecoder("mp4")
-    if kind == "webm":
-        return BufferedContainerDecoder("matroska")
+    if kind in ("mp4", "webm"):
+        from assistant.audio.decoders.container import BufferedContainerDecoder
+
+        return BufferedContainerDecoder("mp4" if kind == "mp4" else "matroska")
+    from assistant.audio.decoders.compressed import CompressedStreamDecoder
+
     return CompressedStreamDecoder(kind)
 
 

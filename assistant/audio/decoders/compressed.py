@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import av
 import av.error
 
-from assistant.audio.decoders.base import PcmChunk, _BadPacketBudget, _decode, _skip_priming
+from assistant.audio.decoders.base import PcmChunk, _BadPacketBudget, _skip_priming
+from assistant.audio.decoders.pyav_frames import _decode
 from assistant.audio.wav import AudioFormatError
 
 

@@ -10,7 +10,8 @@ import io
 import av
 import av.error
 
-from assistant.audio.decoders.base import MAX_BUFFERED_BODY_BYTES, PcmChunk, _frame_to_int16
+from assistant.audio.decoders.base import MAX_BUFFERED_BODY_BYTES, PcmChunk
+from assistant.audio.decoders.pyav_frames import _frame_to_int16
 from assistant.audio.wav import AudioFormatError
 
 

@@ -14,9 +14,9 @@ from assistant.audio.decoders.base import (
     MAX_PACKET_BYTES,
     PcmChunk,
     _BadPacketBudget,
-    _decode,
     _skip_priming,
 )
+from assistant.audio.decoders.pyav_frames import _decode
 from assistant.audio.wav import AudioFormatError
 
 _OGG_CONTINUED = 0x01
