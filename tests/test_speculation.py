@@ -226,6 +226,7 @@ async def _run(
     *,
     whole_answer: bool = False,
     played_s: float = 3.0,
+    **vad: Any,
 ) -> tuple[list[dict[str, Any]], np.ndarray, int]:
     """Run the assistant on `samples`; its events and what its speaker played.
 
@@ -245,7 +246,7 @@ async def _run(
 
     bus.add_listener(watch)
     options = RunOptions(mic, speaker, events_path)
-    running = asyncio.create_task(run_assistant(_settings(server, mode), options, bus))
+    running = asyncio.create_task(run_assistant(_settings(server, mode, **vad), options, bus))
     if not whole_answer:
         waiting = asyncio.create_task(heard.wait())
         await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,7 +320,10 @@ async def test_speculation_is_used_with_no_second_upload(
 async def test_speculation_is_discarded_when_speech_resumes(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
-    events, out, rate = await _run(server, tmp_path, paused_question(450), Speculate.STT)
+    # Started early (100 ms), so its transcript is surely in before the question goes on.
+    events, out, rate = await _run(
+        server, tmp_path, paused_question(450), Speculate.STT, speculate_after_ms=100
+    )
     _assert_answered_whole(server, events, out, rate)
     speculations = _of(events, "speculation")
     assert [(e["outcome"], e.get("reason")) for e in speculations] == [
@@ -364,10 +368,14 @@ async def test_a_question_with_a_pause_is_answered_whole(
 async def test_speculative_completion_is_stopped_and_never_heard(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
-    # Quick transcript and first token, slow writing: the early answer is surely still
-    # being written when the question goes on.
+    # An early start, a quick transcript and first token, slow writing: the early answer has
+    # surely begun (its first event names the task to stop) and is still being written when
+    # the question goes on. (Discarded before that first event, it could not be stopped by
+    # id: its connection is closed, which is all a client can do then.)
     server.state.set_latency(stt_latency_ms=0, first_token_ms=0, tokens_per_second=10)
-    events, out, rate = await _run(server, tmp_path, paused_question(450), Speculate.STT_COMPLETION)
+    events, out, rate = await _run(
+        server, tmp_path, paused_question(450), Speculate.STT_COMPLETION, speculate_after_ms=100
+    )
     speculations = _of(events, "speculation")
     assert [(e["outcome"], e.get("reason")) for e in speculations] == [
         ("started", None),
