@@ -45,7 +45,16 @@ def _summarise(events_path: Path, answer_path: Path) -> None:
             print(f"answer:  {event['text']}")
         elif event["kind"] == "marks":
             marks = {k: v for k, v in event.items() if k not in ("t", "kind", "turn")}
-            print("latency: " + ", ".join(f"{k} +{v:.0f} ms" for k, v in marks.items()))
+            times = [
+                f"{k} +{v:.0f} ms" for k, v in marks.items() if not k.startswith("speculations_")
+            ]
+            print("latency: " + ", ".join(times))
+            if marks.get("speculations_used") or marks.get("speculations_discarded"):
+                used, dropped = (
+                    marks.get("speculations_used", 0),
+                    marks.get("speculations_discarded", 0),
+                )
+                print(f"speculative transcripts: {used} used, {dropped} discarded")
         elif event["kind"] == "error":
             print(f"error:   {event.get('stage')}: {event.get('code')}: {event.get('message')}")
     print(f"spoken answer written to {answer_path}")
