@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -326,3 +328,48 @@ async def test_a_failing_callback_is_a_device_error(
                 await mic.read(timeout=1.0)
     finally:
         await mic.close()
+
+
+_LOADED_ALSA_PLUGINS = """
+import asyncio, re, sys
+from assistant.settings import AudioSettings
+from hardware.microphone import Microphone
+from hardware.speaker import Speaker
+import pyaudio
+
+async def main():
+    if sys.argv[1] == "bare":
+        pyaudio.PyAudio()  # PortAudio's scan alone, nothing released
+    else:
+        mic, speaker = Microphone(AudioSettings()), Speaker(AudioSettings())
+        await mic.start()
+        await speaker.start()
+        block = await mic.read(timeout=1.0)
+        assert len(block.samples) == 320
+    maps = open("/proc/self/maps").read()
+    print(" ".join(sorted(set(re.findall(r"libasound_module_pcm_(\\w+)\\.so", maps)))))
+    if sys.argv[1] != "bare":
+        await speaker.close()
+        await mic.close()
+
+asyncio.run(main())
+"""
+
+
+def loaded_alsa_plugins(mode: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED_ALSA_PLUGINS, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(done.stdout.split())
+
+
+def test_plugins_only_the_scan_needed_are_unloaded(pulse: PulseServer) -> None:
+    """PortAudio's scan loads every ALSA plugin; the devices keep only the one they use."""
+    scanned = loaded_alsa_plugins("bare")
+    assert {"pulse", "a52"} <= scanned  # libasound2-plugins, as manage.sh installs it
+    assert loaded_alsa_plugins("devices") == {"pulse"}
