@@ -1,7 +1,7 @@
 """Idle cost: CPU while listening, resident memory, and start-up time.
 
     .venv/bin/python -m bench.idle [--seconds 60] [--turns 100] [--device file|pulse|both]
-                                   [--period-ms 20] [--env KEY=VALUE ...]
+                                   [--period-ms 20] [--voice mp3|pcm] [--env KEY=VALUE ...]
 
 The assistant runs as it would in production, as its own process
 (`python -m assistant run`), hands-free, against the bundled dev server, which
@@ -31,6 +31,11 @@ Linux is CLOCK_MONOTONIC, one clock for every process, so it compares directly
 with the parent's; the moment the parent saw the line in `--events-jsonl` is
 printed beside it as a cross-check (it can only be later). VmRSS is read the
 moment the `ready` line appears.
+
+`--voice`: `mp3` (default) speaks through Dify's `/text-to-audio`, MP3 as Dify
+sends it, so PyAV's FFmpeg loads at the first answer; `pcm` speaks through the
+OpenAI-compatible `/audio/speech` with `response_format = "pcm"`, which needs no
+decoder (the dev server answers both).
 
 `file`: the microphone and speaker are WAV files (`--mic-wav`, `--speaker-wav`).
 `pulse`: the real PyAudio devices on the tests' PulseAudio null-sink harness
@@ -344,6 +349,7 @@ class Bench:
         server: RunningDevServer,
         pulse: PulseServer | None,
         period_ms: int,
+        voice: str,
         extra_env: dict[str, str],
         verbose: bool,
     ) -> None:
@@ -356,7 +362,14 @@ class Bench:
         # A key makes the assistant use this server instead of starting its own;
         # VA_ variables from the caller's shell must not change what is measured.
         self.env = {key: value for key, value in base.items() if not key.startswith("VA_")}
-        self.env.update(DIFY_BASE_URL=server.base_url, DIFY_API_KEY="app-bench", **extra_env)
+        self.env.update(DIFY_BASE_URL=server.base_url, DIFY_API_KEY="app-bench")
+        if voice == "pcm":
+            self.env.update(
+                VA_PROVIDERS_TTS="openai",
+                OPENAI_BASE_URL=server.base_url,
+                OPENAI_API_KEY="sk-bench",
+            )
+        self.env.update(extra_env)
         self._player: subprocess.Popen[bytes] | None = None
 
     def log(self, message: str) -> None:
@@ -465,6 +478,7 @@ async def measure(
     seconds: float,
     turns: int,
     period_ms: int,
+    voice: str,
     extra_env: dict[str, str],
     verbose: bool,
 ) -> list[Run]:
@@ -473,7 +487,7 @@ async def measure(
         with contextlib.ExitStack() as stack:
             pulse = stack.enter_context(pulse_server()) if device == "pulse" else None
             workdir = Path(stack.enter_context(TemporaryDirectory(prefix="bench-idle-")))
-            bench = Bench(device, workdir, server, pulse, period_ms, extra_env, verbose)
+            bench = Bench(device, workdir, server, pulse, period_ms, voice, extra_env, verbose)
             extra = SETTLE_S + 0.5  # the window closes before the file ends
             runs = [
                 await bench.listening("silence", silence(seconds + extra), seconds),
@@ -564,6 +578,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="[audio] period_ms for the runs (default: the setting's default)",
     )
     parser.add_argument(
+        "--voice",
+        choices=("mp3", "pcm"),
+        default="mp3",
+        help="mp3: Dify's /text-to-audio (decoded by PyAV); pcm: OpenAI-compatible, no decoder",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -578,7 +598,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices = ("file", "pulse") if args.device == "both" else (args.device,)
     results = {
         device: asyncio.run(
-            measure(device, args.seconds, args.turns, args.period_ms, extra_env, not args.quiet)
+            measure(
+                device,
+                args.seconds,
+                args.turns,
+                args.period_ms,
+                args.voice,
+                extra_env,
+                not args.quiet,
+            )
         )
         for device in devices
     }

@@ -3,7 +3,9 @@ WAV upload every speech-to-text service takes."""
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,6 +30,13 @@ class ServiceTimeouts(Protocol):
     def read_timeout_s(self) -> float: ...
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client: httpx would load the CA bundle once per client
+    (about 1.8 MB and 25 ms each). httpx's own constructor, so SSL_CERT_FILE still counts."""
+    return httpx.create_ssl_context()
+
+
 def make_client(
     base_url: str, http: HttpSettings, headers: dict[str, str], service: ServiceTimeouts
 ) -> httpx.AsyncClient:
@@ -41,6 +50,7 @@ def make_client(
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         headers=headers,
+        verify=_tls_context(),
         timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
         limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=300),
         follow_redirects=False,
