@@ -4,13 +4,13 @@
                                    any failure ─▶ error (say so, recover) ─▶ idle / listening
 
 Only this object changes the state; every change is published on the bus.
+Keeping the microphone and speaker open through failures is `assistant.devices`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from assistant.audio.endpointer import (
 )
 from assistant.audio.espeak import EspeakError, synthesize_async
 from assistant.audio.resample import resample_once
+from assistant.devices import AudioDevices, InputEnded
 from assistant.events import EventBus
 from assistant.failures import describe_failure
 from assistant.settings import Settings, Speculate, Trigger
@@ -38,41 +39,13 @@ from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
 from assistant.states import State
 from assistant.turn import Stages, Turn
-from hardware.interfaces import (
-    AudioBlock,
-    AudioSink,
-    AudioSource,
-    BatchedHandover,
-    DeviceError,
-    Preparable,
-)
+from hardware.interfaces import AudioBlock, AudioSink, AudioSource, DeviceError
 
 if TYPE_CHECKING:
     # Only for the annotation: gpiozero is imported when a button is configured.
     from hardware.buttons import TalkButton
 
 log = logging.getLogger(__name__)
-
-REOPEN_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
-"""Waits between attempts to reopen a vanished device, before jitter; the last one
-repeats. The cap keeps a device that comes back in use again within ~2 s."""
-STILL_DOWN_LOG_S = 60.0
-"""While a device stays away, a reminder is logged at most this often (no flood)."""
-IDLE_HANDOVER_S = 0.1
-"""While nobody speaks, the microphone may hand over this much audio at a time: the
-loop wakes 10 times a second instead of 50. Speech is still classified in 20 ms
-frames; only noticing that it started can come up to this much later."""
-
-
-def reopen_delay(attempt: int) -> float:
-    """Backoff before reopen attempt `attempt` + 1: doubling, capped, with jitter
-    (half to all of the step) so that several devices do not retry in lockstep."""
-    step = REOPEN_BACKOFF_S[min(attempt, len(REOPEN_BACKOFF_S) - 1)]
-    return step * random.uniform(0.5, 1.0)
-
-
-class InputEnded(Exception):
-    """The (file) microphone has no more audio."""
 
 
 class VoiceLoop:
@@ -90,12 +63,10 @@ class VoiceLoop:
         if settings.assistant.trigger is Trigger.PUSH_TO_TALK and button is None:
             raise ValueError("push_to_talk needs a talk button")
         self._settings = settings
-        self._source = source
         self._sink = sink
         self._stages = stages
         self._bus = bus
         self._button = button
-        self._on_devices_open = on_devices_open
         # In push-to-talk the VAD never opens an utterance: only the button does.
         self._endpointer = Endpointer(
             settings.vad,
@@ -108,12 +79,9 @@ class VoiceLoop:
         self._input_ended = False
         self._pressed_at: float | None = None
         self._carry_over = False
-        self._handover = source if isinstance(source, BatchedHandover) else None
-        self._handover_s = 0.0
-        self._preparer = sink if isinstance(sink, Preparable) else None
-        self._was_in_utterance = False
-        self._down_since: float | None = None
-        """time.monotonic() when the current device outage was reported; None when all is well."""
+        self._devices = AudioDevices(
+            source, sink, bus, self._set_state, settings.audio.device_timeout_s, on_devices_open
+        )
 
     @property
     def state(self) -> State:
@@ -126,7 +94,7 @@ class VoiceLoop:
 
     async def run(self) -> None:
         """Listen and answer until a finite microphone runs out (forever on a device)."""
-        await self._open_devices()
+        await self._devices.open()
         self._bus.publish("ready", trigger=self._settings.assistant.trigger.value)
         try:
             while not self._input_ended:
@@ -136,85 +104,16 @@ class VoiceLoop:
             self._set_state(State.IDLE)
         finally:
             await self._speculation.aclose()
-            await self._close_devices()
-
-    # -- devices ---------------------------------------------------------------
-
-    async def _open_devices(self) -> None:
-        """Open both devices, retrying with capped, jittered backoff until they do."""
-        attempt = 0
-        last_reminder = time.monotonic()
-        while True:
-            try:
-                await self._source.start()
-                await self._sink.start()
-            except DeviceError as exc:
-                await self._close_devices()
-                wait = reopen_delay(attempt)
-                attempt += 1
-                if self._down_since is None:
-                    self._report_device_error(exc, "opening the audio devices")
-                elif time.monotonic() - last_reminder >= STILL_DOWN_LOG_S:
-                    last_reminder = time.monotonic()
-                    log.warning(
-                        "audio devices still unavailable after %d attempts: %s", attempt, exc
-                    )
-                else:
-                    log.debug("reopen attempt %d failed (%s); next in %.2f s", attempt, exc, wait)
-                await asyncio.sleep(wait)
-                continue
-            self._handover_s = 0.0  # a new source starts with every block handed over
-            if self._on_devices_open is not None:
-                self._on_devices_open()
-            if self._down_since is not None:
-                outage = time.monotonic() - self._down_since
-                self._down_since = None
-                log.info("audio devices are back after %.1f s (%d attempts)", outage, attempt)
-                self._bus.publish("device_restored", outage_s=round(outage, 3), attempts=attempt)
-            return
-
-    def _report_device_error(self, exc: BaseException, what: str) -> None:
-        """Say once per outage that a device failed: the error state, event and log line."""
-        if self._down_since is not None:
-            log.debug("%s failed again during the outage: %s", what, exc)
-            return
-        self._down_since = time.monotonic()
-        message = str(exc) or type(exc).__name__
-        self._set_state(State.ERROR)
-        self._bus.publish("error", stage="device", code="device_error", message=message)
-        log.error("%s failed (%s); reopening the audio devices", what, message)
-
-    async def _device_failed(self, exc: BaseException, what: str) -> None:
-        """A device failed: report it (once), then reopen both until they work again."""
-        self._report_device_error(exc, what)
-        await self._reopen_devices()
-
-    async def _close_devices(self) -> None:
-        for device in (self._source, self._sink):
-            try:
-                await device.close()
-            except Exception:
-                log.exception("closing %s failed", type(device).__name__)
-
-    async def _reopen_devices(self) -> None:
-        await self._close_devices()
-        await self._open_devices()
+            await self._devices.close()
 
     async def _read(self) -> AudioBlock:
         in_utterance = self._endpointer.in_utterance
         quiet = not in_utterance and self._state in (State.IDLE, State.LISTENING)
-        handover_s = IDLE_HANDOVER_S if quiet else 0.0
-        if handover_s != self._handover_s and self._handover is not None:
-            self._handover.set_handover(handover_s)
-        self._handover_s = handover_s
-        if in_utterance and not self._was_in_utterance and self._preparer is not None:
-            self._preparer.prepare()  # an answer may follow: ready the speaker meanwhile
-        self._was_in_utterance = in_utterance
-        block = await self._source.read(timeout=self._settings.audio.device_timeout_s)
-        if block is None:
+        try:
+            return await self._devices.read(in_utterance=in_utterance, quiet=quiet)
+        except InputEnded:
             self._input_ended = True
-            raise InputEnded
-        return block
+            raise
 
     # -- listening -------------------------------------------------------------
 
@@ -243,7 +142,7 @@ class VoiceLoop:
             return None
         except (DeviceError, TimeoutError) as exc:
             self._speculation.abandon("device")
-            await self._device_failed(exc, "the microphone")
+            await self._devices.recover(exc, "the microphone")
             return None
 
     def _button_edges(self) -> list[EndpointEvent]:
@@ -399,11 +298,9 @@ class VoiceLoop:
             )
             await self._sink.drain(timeout=self._settings.audio.playback_buffer_s + 5.0)
         except (DeviceError, TimeoutError) as device_exc:
-            if failure["stage"] == "device" and self._down_since is None:
-                # The turn's error event has announced this outage already.
-                self._down_since = time.monotonic()
-                log.error("the speaker failed too (%s); reopening the audio devices", device_exc)
-            await self._device_failed(device_exc, "the speaker, saying an error,")
+            if failure["stage"] == "device":
+                self._devices.outage_announced(device_exc)
+            await self._devices.recover(device_exc, "the speaker, saying an error,")
 
     async def _offline_voice(self, sentence: str) -> np.ndarray:
         """The sentence in the device's own espeak-ng voice; the error tone if even that fails."""

@@ -28,9 +28,9 @@ from audio_samples import concat, silence, speech_16k
 from pulse import MIC_SINK, SPEAKER_SINK, PulseServer, SpeakerRecording
 
 from assistant.app import RunOptions, run_assistant
+from assistant.devices import REOPEN_BACKOFF_S, reopen_delay
 from assistant.devserver import DevServerOptions, RunningDevServer, speech_for
 from assistant.events import Event, EventBus, Subscription
-from assistant.loop import REOPEN_BACKOFF_S, reopen_delay
 from assistant.settings import DifySettings, Secret, Settings
 
 DEV_SERVER_OPTIONS = DevServerOptions(reply_sentences=1)
@@ -133,7 +133,7 @@ async def outage(assistant: Assistant, caplog: pytest.LogCaptureFixture) -> Even
     states = [e.data["state"] for e in during if e.kind == "state"]
     assert "listening" not in states, states
     assert any(
-        r.levelno == logging.ERROR and r.name == "assistant.loop" and "reopening" in r.message
+        r.levelno == logging.ERROR and r.name == "assistant.devices" and "reopening" in r.message
         for r in caplog.records
     ), [r.message for r in caplog.records]
     return error
