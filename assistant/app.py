@@ -122,17 +122,16 @@ async def _warm_up(services: Services, bus: EventBus) -> None:
     """Open every service's connections and check Dify's key before the first question."""
     try:
         async with asyncio.timeout(WARM_UP_TIMEOUT_S):
-            params, failures = await asyncio.gather(
-                services.dify.parameters(), services.warmer.warm()
-            )
-    except (ServiceError, TimeoutError) as exc:
-        # Not fatal: the network may come back; each turn reports its own failure.
-        log.error("Dify is not reachable yet: %s", exc or "timed out")
-        bus.publish("error", stage="startup", code="unreachable", message=str(exc))
+            failures = await services.warmer.warm()
+    except TimeoutError:
+        log.error("the services are not reachable yet: warming up timed out")
+        bus.publish("error", stage="startup", code="unreachable", message="timed out")
         return
     for name, exc in failures.items():
+        # Not fatal: the network may come back; each turn reports its own failure.
         log.error("%s is not reachable yet: %s", name, exc or "timed out")
         bus.publish("error", stage="startup", service=name, code="unreachable", message=str(exc))
+    params = services.dify.app_parameters or {}
     if not params.get("text_to_speech", {}).get("enabled", True):
         log.warning("this Dify app has text-to-speech disabled; /text-to-audio will fail")
 

@@ -212,6 +212,19 @@ def test_read_wav_24_bit_and_streamed_header(tmp_path: Path) -> None:
 # --- WavFileSink -------------------------------------------------------------------
 
 
+async def assert_plays_on_time(sink: WavFileSink, path: Path, t0: float) -> None:
+    """A tone played now lands on the timeline from t0 where it was played: never
+    before, at most one period (plus a timer's lateness) after. Closes the sink."""
+    played_at = time.monotonic()
+    clip = tone(0.1, SINK_RATE)
+    await sink.play(clip, timeout=1.0)
+    await sink.drain(timeout=1.0)
+    await sink.close()
+    out, _ = read_wav(path)
+    at = (played_at - t0) * SINK_RATE
+    assert at <= find_clip(out, clip) <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
+
+
 async def test_sink_puts_a_burst_where_it_was_played_on_the_timeline(tmp_path: Path) -> None:
     t0 = time.monotonic()
     sink = WavFileSink(tmp_path / "out.wav", SINK_RATE, PERIOD_MS, t0=t0)
@@ -243,15 +256,7 @@ async def test_sink_idles_without_waking_and_keeps_the_timeline(tmp_path: Path) 
     await asyncio.sleep(0.3)
     # Nothing queued: the ticker sleeps instead of writing silence every period.
     assert sink.samples_written <= 2 * PERIOD
-    played_at = time.monotonic()
-    clip = tone(0.1, SINK_RATE)
-    await sink.play(clip, timeout=1.0)
-    await sink.drain(timeout=1.0)
-    await sink.close()
-    out, _ = read_wav(tmp_path / "out.wav")
-
-    at = (played_at - t0) * SINK_RATE
-    assert at <= find_clip(out, clip) <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
+    await assert_plays_on_time(sink, tmp_path / "out.wav", t0)
 
 
 async def test_sink_shares_the_source_timeline(tmp_path: Path) -> None:
@@ -305,15 +310,7 @@ async def test_sink_timeline_survives_a_stalled_loop(tmp_path: Path) -> None:
     await sink.start()
     await asyncio.sleep(0.1)
     time.sleep(0.25)  # noqa: ASYNC251 - the point: the ticker wakes 250 ms late
-    played_at = time.monotonic()
-    clip = tone(0.1, SINK_RATE)
-    await sink.play(clip, timeout=1.0)
-    await sink.drain(timeout=1.0)
-    await sink.close()
-    out, _ = read_wav(tmp_path / "out.wav")
-    start = find_clip(out, clip)
-    at = (played_at - t0) * SINK_RATE
-    assert at <= start <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
+    await assert_plays_on_time(sink, tmp_path / "out.wav", t0)
 
 
 async def test_sink_reopened_appends_on_the_same_timeline(tmp_path: Path) -> None:
@@ -324,14 +321,7 @@ async def test_sink_reopened_appends_on_the_same_timeline(tmp_path: Path) -> Non
     await sink.close()
     await asyncio.sleep(0.1)
     await sink.start()
-    played_at = time.monotonic()
-    clip = tone(0.1, SINK_RATE)
-    await sink.play(clip, timeout=1.0)
-    await sink.drain(timeout=1.0)
-    await sink.close()
-    out, _ = read_wav(tmp_path / "out.wav")
-    at = (played_at - t0) * SINK_RATE
-    assert at <= find_clip(out, clip) <= at + PERIOD + WAKE_SLACK_S * SINK_RATE
+    await assert_plays_on_time(sink, tmp_path / "out.wav", t0)
 
 
 async def test_sink_backpressure(tmp_path: Path) -> None:

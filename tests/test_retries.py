@@ -205,6 +205,7 @@ async def test_warm_up_opens_one_connection_per_concurrent_use(
         assert await warmer.warm() == {}
         warm_ports = {r.client_port for r in server.state.records("parameters")}
         assert len(warm_ports) == 3
+        assert dify.app_parameters is not None  # kept for the start-up check: no extra GET
         assert len(server.state.records("models")) == 1
         assert len(server.state.records("convai-voices")) == 1
         # A turn's concurrent requests find their connections open: no new port appears.

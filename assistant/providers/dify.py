@@ -53,6 +53,8 @@ class DifyClient:
         self.http = make_client(
             dify.base_url, http, {"Authorization": f"Bearer {dify.api_key.reveal()}"}, dify
         )
+        self.app_parameters: dict[str, Any] | None = None
+        """The app's /parameters, as the last warm-up read them (None before one succeeded)."""
 
     async def parameters(self) -> dict[str, Any]:
         """GET /parameters: checks the key and warms the connection at start."""
@@ -64,7 +66,7 @@ class DifyClient:
         return json_object(response.content, SERVICE, "parameters")
 
     async def warm(self) -> None:
-        await self.parameters()
+        self.app_parameters = await self.parameters()
 
     async def aclose(self) -> None:
         await self.http.aclose()
