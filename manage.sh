@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils
-              libasound2-plugins espeak-ng)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc make patch portaudio19-dev libasound2-dev
+              pulseaudio pulseaudio-utils libasound2-plugins espeak-ng)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -39,22 +39,33 @@ install_python_packages() {
     fi
 }
 
+install_portaudio() {
+    # Debian's PortAudio can hang for good when a device goes away mid-stream;
+    # the assistant loads this fixed build instead (hardware/portaudio_library.py).
+    # Without it everything still runs, on the system's copy.
+    hardware/portaudio/build.sh .venv/portaudio \
+        || echo "warning: PortAudio build failed; using the system's PortAudio" >&2
+}
+
 command="${1:-demo}"
 shift || true
 case "$command" in
     demo)
         install_system_packages
         install_python_packages ""
+        install_portaudio
         exec .venv/bin/voice-assistant demo "$@"
         ;;
     run)
         install_system_packages
         install_python_packages ""
+        install_portaudio
         exec .venv/bin/voice-assistant run "$@"
         ;;
     test)
         install_system_packages
         install_python_packages dev
+        install_portaudio
         exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
         ;;
     *)

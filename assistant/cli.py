@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 from assistant.config import ConfigError, load_config
+from hardware.interfaces import DeviceWedged
 
 EXIT_CONFIG = 2
+EXIT_RESTART = 75
+"""The audio library hung (hardware.interfaces.DeviceWedged): only a new process can use the
+devices again, which systemd's Restart= starts (EX_TEMPFAIL)."""
 DEFAULT_CONFIG = Path("config/assistant.toml")
 
 
@@ -104,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    except DeviceWedged as exc:
+        logging.getLogger("assistant").critical("%s; exiting for a restart", exc)
+        return EXIT_RESTART
     except KeyboardInterrupt:
         return 130
     return 0

@@ -24,6 +24,7 @@ from hardware.interfaces import (
     AudioSource,
     BatchedHandover,
     DeviceError,
+    DeviceWedged,
     Preparable,
 )
 
@@ -78,13 +79,18 @@ class AudioDevices:
         """time.monotonic() when the current outage was announced; None when all is well."""
 
     async def open(self) -> None:
-        """Open both devices, retrying with capped, jittered backoff until they do."""
+        """Open both devices, retrying with capped, jittered backoff until they do.
+
+        DeviceWedged is raised at once: the audio library is hung in this process.
+        """
         attempt = 0
         last_reminder = time.monotonic()
         while True:
             try:
                 await self._source.start()
                 await self._sink.start()
+            except DeviceWedged:
+                raise  # no retry can succeed in this process
             except DeviceError as exc:
                 await self.close()
                 wait = reopen_delay(attempt)

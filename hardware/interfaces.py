@@ -29,6 +29,11 @@ class DeviceError(RuntimeError):
     """A device could not be opened or stopped working; the loop reopens with backoff."""
 
 
+class DeviceWedged(DeviceError):
+    """A call into the audio library never returned: no device can be opened again in this
+    process. The assistant exits so that its service manager starts a fresh one."""
+
+
 class AudioSource(Protocol):
     """A microphone, or a WAV file played in real time as if it were one."""
 

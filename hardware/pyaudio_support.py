@@ -3,13 +3,15 @@
 Device selection (`select_device`: default, index or name substring), format
 negotiation (the first workable rate, mono if the device allows it), starting
 and closing streams, and running every blocking PortAudio call in a worker
-thread with a time limit (`run_blocking`), so that a hung or failing call
-becomes a DeviceError on the loop instead of a hang or a stray exception.
+thread with a time limit (`run_blocking`), so that a failing call becomes a
+DeviceError on the loop instead of a stray exception, and a call that never
+returns becomes DeviceWedged instead of a hang (the process cannot use
+PortAudio again; the assistant exits for a restart).
 
 PortAudio's initialise, open, start, close and terminate are not thread-safe,
 so every such call takes `_PA_LOCK`, waiting for it at most `LOCK_WAIT_S`.
 
-Known PortAudio trap (19.6, ALSA): starting a stream whose device has vanished
+Known PortAudio trap (19.6 and 19.7, ALSA): starting a stream whose device has vanished
 since it was opened deadlocks Pa_StartStream forever (the stream's thread dies
 holding the mutex its starter waits for). So a stream is never stopped and
 started again: the speaker closes it and opens a new one, and opening checks
@@ -31,7 +33,8 @@ from typing import Any, Literal, TypeVar
 
 import pyaudio
 
-from hardware.interfaces import DeviceError
+from hardware.interfaces import DeviceError, DeviceWedged
+from hardware.portaudio_library import warn_if_unfixed
 
 _LOG = logging.getLogger(__name__)
 
@@ -70,8 +73,14 @@ class Opened:
     """1, or 2 when the device refuses mono."""
 
 
+_wedged_call: str | None = None
+"""The PortAudio call that never returned, if one has: it still holds `_PA_LOCK`."""
+
+
 @contextlib.contextmanager
 def _portaudio_lock(what: str) -> Iterator[None]:
+    if _wedged_call is not None:
+        raise DeviceWedged(f"{what}: PortAudio stopped responding earlier ({_wedged_call})")
     if not _PA_LOCK.acquire(timeout=LOCK_WAIT_S):
         raise DeviceError(f"{what}: another PortAudio call has not returned in {LOCK_WAIT_S:g} s")
     try:
@@ -101,16 +110,19 @@ def _quiet_native_libraries() -> None:
     """Silence ALSA's and JACK's own messages on stderr.
 
     Every PortAudio initialisation probes each PCM in the ALSA configuration
-    and a JACK server, printing some 40 lines about devices that do not exist;
-    while a device is away, every reopen attempt does it again. What matters
-    reaches us anyway as PortAudio's error codes, in the DeviceError message.
+    (ALSA's jack plugin looks for a JACK server), printing some 40 lines about
+    devices that do not exist; while a device is away, every reopen attempt
+    does it again. What matters reaches us anyway as PortAudio's error codes,
+    in the DeviceError message.
     """
     for library, setters, handler in (
         ("libasound.so.2", ("snd_lib_error_set_handler",), _ignore_alsa),
         ("libjack.so.0", ("jack_set_error_function", "jack_set_info_function"), _ignore_jack),
     ):
         try:
-            lib = ctypes.CDLL(library)  # already loaded by PortAudio: the same handle
+            # The same handle PortAudio or the scan's ALSA jack plugin gets, so
+            # the handler is in place before either prints.
+            lib = ctypes.CDLL(library)
             for setter in setters:
                 getattr(lib, setter)(handler)
         except (OSError, AttributeError) as exc:
@@ -141,6 +153,7 @@ def _release_unused_alsa_plugins() -> None:
 def new_portaudio() -> pyaudio.PyAudio:
     """A PortAudio instance; the first one alive scans the devices (runs in a worker)."""
     _quiet_native_libraries()
+    warn_if_unfixed()
     with _portaudio_lock("initialising PortAudio"):
         try:
             pa = pyaudio.PyAudio()
@@ -294,20 +307,23 @@ async def run_blocking(
     release: Callable[[_T], None] | None = None,
     timeout: float = CALL_TIMEOUT_S,
 ) -> _T:
-    """Run a blocking PortAudio call in a worker; DeviceError if it takes over `timeout`.
+    """Run a blocking PortAudio call in a worker; DeviceWedged if it takes over `timeout`.
 
     A worker cannot be interrupted: if the caller gives up (timeout or
     cancellation), whatever the call still returns is handed to `release`
-    in another worker, so nothing is left open.
+    in another worker, so nothing is left open. A call that outlives its
+    time limit is taken as PortAudio hung for good: every later call fails at
+    once with DeviceWedged instead of queueing behind it.
     """
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, call)
+    global _wedged_call
+    future = _in_own_thread(call)
     try:
         async with asyncio.timeout(timeout):
             return await asyncio.shield(future)
     except TimeoutError:
         _release_when_done(future, release, what)
-        raise DeviceError(f"{what} did not return within {timeout:g} s") from None
+        _wedged_call = f"{what} did not return within {timeout:g} s"
+        raise DeviceWedged(_wedged_call) from None
     except asyncio.CancelledError:
         # Give the worker a moment so a cancelled open leaves nothing open behind it.
         try:
@@ -315,6 +331,34 @@ async def run_blocking(
         finally:
             _release_when_done(future, release, what)
         raise
+
+
+def _in_own_thread(call: Callable[[], _T]) -> asyncio.Future[_T]:
+    """Run `call` in a daemon thread of its own; its outcome lands in the returned future.
+
+    Not the loop's executor: asyncio's shutdown and the interpreter's exit wait
+    for executor threads, so one PortAudio call that never returns would keep
+    the process from ever exiting. A daemon thread is left behind instead.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            value = call()
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            outcome = functools.partial(future.set_exception, exc)
+        else:
+            outcome = functools.partial(future.set_result, value)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=work, name="portaudio-call", daemon=True).start()
+    return future
 
 
 async def run_quietly(call: Callable[[], None], what: str) -> None:
@@ -335,7 +379,8 @@ def _release_when_done(
             _LOG.warning("%s failed after it was given up on: %s", what, exc)
         elif release is not None:
             _LOG.info("%s returned after it was given up on; releasing it", what)
-            finished.get_loop().run_in_executor(None, release, finished.result())
+            value = finished.result()
+            _in_own_thread(lambda: release(value))
 
     if future.done():
         done(future)

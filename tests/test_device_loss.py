@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from audio_match import find
@@ -32,6 +33,7 @@ from assistant.devices import REOPEN_BACKOFF_S, reopen_delay
 from assistant.devserver import DevServerOptions, RunningDevServer, speech_for
 from assistant.events import Event, EventBus, Subscription
 from assistant.settings import DifySettings, Secret, Settings
+from hardware.interfaces import AudioBlock, DeviceWedged
 
 DEV_SERVER_OPTIONS = DevServerOptions(reply_sentences=1)
 """One sentence ("You asked: ..."): about 3 s of answer per turn."""
@@ -179,6 +181,37 @@ def test_reopen_backoff_is_jittered_and_capped() -> None:
         assert all(step / 2 <= wait <= step for wait in waits)
         assert len(set(waits)) > 1  # jittered: devices do not retry in lockstep
     assert max(map(max, runs)) <= 2.0  # capped: a returning device is used within ~2 s
+
+
+class HungLibraryMicrophone:
+    """A microphone whose audio library has hung: what `run_blocking` reports once a
+    PortAudio call has not returned, and from then on at every open."""
+
+    opens = 0
+
+    async def start(self) -> None:
+        self.opens += 1
+        raise DeviceWedged("opening the microphone did not return within 10 s")
+
+    async def read(self, timeout: float) -> AudioBlock | None:
+        raise AssertionError("never opened")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_hung_audio_library_ends_the_run_for_a_restart(
+    server: RunningDevServer, tmp_path: Path
+) -> None:
+    """No reopen can work in this process, so the run ends (the CLI exits with
+    EXIT_RESTART and systemd starts a fresh process) instead of retrying forever."""
+    settings = Settings(dify=DifySettings(base_url=server.base_url, api_key=Secret("app-x")))
+    microphone = HungLibraryMicrophone()
+    options = RunOptions(speaker_wav=tmp_path / "speaker.wav", source=microphone)
+    with pytest.raises(DeviceWedged, match="did not return"):
+        async with asyncio.timeout(10):
+            await run_assistant(settings, options)
+    assert microphone.opens == 1
 
 
 @pytest.mark.pulse
