@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc make patch portaudio19-dev libasound2-dev
+APT_PACKAGES=(python3 python3-venv python3-dev gcc make patch ca-certificates portaudio19-dev libasound2-dev
               pulseaudio pulseaudio-utils libasound2-plugins espeak-ng)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
