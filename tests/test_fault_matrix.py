@@ -272,6 +272,10 @@ def _service_specific_cases() -> list[Case]:
         # With the device's own voice at the end of the chain, as configured for real,
         # a failing voice service leaves the answer spoken anyway.
         *_cases("dify", "tts", [("500-local-voice", {"status": 500}, "")], local_voice=True),
+        # A body no decoder can play, under a proper audio type, is found before any of
+        # it plays: the local voice says the sentence instead.
+        *_cases("dify", "tts", [("corrupt-audio-local-voice", {"mode": "corrupt_audio"}, "")],
+                local_voice=True),
     ]  # fmt: skip
 
 

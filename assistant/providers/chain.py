@@ -14,6 +14,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from assistant.audio.decoders.choose import SniffingDecoder
+from assistant.audio.wav import AudioFormatError
 from assistant.failures import service_name, stage_timeout
 from assistant.providers.base import (
     AudioChunk,
@@ -98,11 +100,10 @@ class TextToSpeechChain(_Chain[TextToSpeech]):
         self._first_audio_timeout_s = first_audio_timeout_s
 
     async def stream(self, text: str) -> AsyncIterator[AudioChunk]:
-        first, rest = await self._first_answer(self._first_audio_of(text))
-        if first is None:
-            return
+        head, rest = await self._first_answer(self._first_audio_of(text))
         try:
-            yield first
+            for chunk in head:
+                yield chunk
             # From here on the sentence is audible: a failure ends it, no restart.
             async for chunk in rest:
                 yield chunk
@@ -111,10 +112,10 @@ class TextToSpeechChain(_Chain[TextToSpeech]):
 
     def _first_audio_of(
         self, text: str
-    ) -> Callable[[TextToSpeech], Awaitable[tuple[AudioChunk | None, AsyncIterator[AudioChunk]]]]:
+    ) -> Callable[[TextToSpeech], Awaitable[tuple[list[AudioChunk], AsyncIterator[AudioChunk]]]]:
         async def first_audio(
             provider: TextToSpeech,
-        ) -> tuple[AudioChunk | None, AsyncIterator[AudioChunk]]:
+        ) -> tuple[list[AudioChunk], AsyncIterator[AudioChunk]]:
             # A voice that stalls must not use up the sentence's whole bound: the next
             # provider (in the end the local voice) still has time to say it.
             seconds = self._first_audio_timeout_s
@@ -126,15 +127,29 @@ class TextToSpeechChain(_Chain[TextToSpeech]):
 
 async def _first_chunk(
     provider: TextToSpeech, text: str
-) -> tuple[AudioChunk | None, AsyncIterator[AudioChunk]]:
-    """Start a synthesis and wait for its first chunk, so failures before any audio
-    can still be retried or fall back."""
+) -> tuple[list[AudioChunk], AsyncIterator[AudioChunk]]:
+    """Start a synthesis and read it until it decodes to sound, so that a failure before
+    any audio can still be retried or fall back: an error answer, and also a body under
+    an audio type that no decoder can play (it is `bad_audio` then).
+
+    Returns the chunks read (none for an empty body) and the rest of the stream. Only
+    the first frames are decoded here; the player decodes everything again, from the top.
+    """
     stream = provider.stream(text)
+    head: list[AudioChunk] = []
+    probe: SniffingDecoder | None = None
     try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        return None, stream
+        async for chunk in stream:
+            head.append(chunk)
+            probe = probe or SniffingDecoder(chunk.content_type)
+            if probe.feed(chunk.data):
+                return head, stream
+        if probe is not None:
+            probe.close()  # the whole body read: raises if none of it was audio
+    except AudioFormatError as exc:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise ServiceError(service_name(provider), "tts", "bad_audio", str(exc)) from None
     except BaseException:
         await stream.aclose()  # type: ignore[attr-defined]
         raise
-    return first, stream
+    return head, stream
