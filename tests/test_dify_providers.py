@@ -19,6 +19,7 @@ from assistant.devserver import (
     reply_for,
     speech_for,
 )
+from assistant.providers import dify_stream
 from assistant.providers.base import ServiceError, SpeechInput
 from assistant.providers.dify import (
     DifyClient,
@@ -252,6 +253,54 @@ async def test_stop_stops_the_task_with_the_same_user(
     assert len(stops) == 1
     assert stops[0].details["user"] == "tester"
     assert stops[0].details["stopped"] is True
+
+
+async def _give_up_before_the_first_event(completion: DifyCompletion) -> None:
+    """What a discarded early start does: cancel the wait for the first Delta, then stop."""
+    stream = completion.stream(QUESTION)
+    waiting = asyncio.create_task(anext(stream))
+    await asyncio.sleep(0.3)  # the request is in; the service is still "thinking"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await stream.aclose()
+    await completion.stop()  # nothing names the task yet: no stop can be sent by id
+
+
+async def test_an_answer_given_up_before_its_first_event_is_stopped_once_named(
+    server: RunningDevServer, client: DifyClient
+) -> None:
+    server.state.set_latency(first_token_ms=1000, tokens_per_second=5)
+    await _give_up_before_the_first_event(DifyCompletion(client))
+    assert server.state.records("completion-messages-stop") == []
+
+    # Read on in the background until the first event names the task, which is stopped.
+    await _readers_end(within_s=5)
+    [answer] = server.state.records("completion-messages")
+    [stop] = server.state.records("completion-messages-stop")
+    assert stop.details == {"task_id": answer.details["task_id"], "user": "tester", "stopped": True}
+    assert answer.details["stopped"] is True
+
+
+async def _readers_end(within_s: float) -> None:
+    readers = set(dify_stream._abandoned_readers)
+    assert len(readers) == 1
+    _, pending = await asyncio.wait(readers, timeout=within_s)
+    assert not pending
+
+
+async def test_an_answer_never_named_is_let_go_after_a_bound(
+    server: RunningDevServer,
+    client: DifyClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(dify_stream, "STOP_UNNAMED_WITHIN_S", 0.3)
+    server.state.set_latency(first_token_ms=5000)
+    await _give_up_before_the_first_event(DifyCompletion(client))
+    await _readers_end(within_s=2)
+    assert "named no task within 0.3 s" in caplog.text
+    assert server.state.records("completion-messages-stop") == []
 
 
 async def test_tts_streams_decodable_mpeg(server: RunningDevServer, client: DifyClient) -> None:

@@ -15,11 +15,15 @@ Stream rules honoured here (see shared/reference/API_NOTES.md, section 1):
   speech tail that failed: the text is complete, so the answer is kept and the speech is
   ended there (the turn then says the sentences with its own voice if none had arrived);
 - a 200 that is JSON or a web page is not an answer stream (a blocking answer, a proxy's
-  page): it is refused rather than read as a stream with no events in it.
+  page): it is refused rather than read as a stream with no events in it;
+- only an event's `task_id` makes the answer stoppable, and a generation goes on when its
+  connection closes: an answer given up before its first event is read on, in the
+  background, until that event, and then stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -97,6 +101,12 @@ class AnswerIds:
         """Forget the last answer's ids; the conversation stays."""
         self.task_id = None
         self.message_id = None
+
+    def take(self, other: AnswerIds) -> None:
+        """Take the ids `other` knows."""
+        self.task_id = other.task_id or self.task_id
+        self.message_id = other.message_id or self.message_id
+        self.conversation_id = other.conversation_id or self.conversation_id
 
     def note(self, event: dict[str, Any]) -> None:
         """Take whatever ids `event` (a stream event or a blocking answer) carries."""
@@ -229,25 +239,105 @@ async def answer_deltas(
         raise ServiceError(SERVICE, stage, "stream_cut", "the stream ended before message_end")
 
 
+STOP_UNNAMED_WITHIN_S = 10.0
+"""An answer given up before any event named its task (an early start discarded while the
+service was still thinking) is read on in the background for at most this long, to stop it."""
+
+_abandoned_readers: set[asyncio.Task[None]] = set()
+"""Readers of answers nobody reads any more, kept referenced until they end."""
+
+
 async def streamed_answer(
     http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str, ids: AnswerIds
 ) -> AsyncIterator[Delta]:
     """POST `body` (response_mode streaming) to `path` and yield the answer's Deltas.
 
-    Closing this generator (a cancelled turn) closes the HTTP response at once;
-    callers nesting it use `contextlib.aclosing` for the same reason.
+    The body is read by a task of its own. Closing this generator (a cancelled turn)
+    closes the HTTP response at once when an event has named the task: the caller stops
+    it by id. Before that, nothing can stop it, and Dify goes on generating whether the
+    connection closes or not; so the reader reads on, in the background, until the first
+    event names the task (at most STOP_UNNAMED_WITHIN_S), stops it, and closes.
     """
+    reader = _AnswerReader(http, path, body, stage)
+    task = asyncio.create_task(reader.run())
     try:
-        async with http.stream("POST", path, json=body) as response:
-            await raise_for_status(SERVICE, stage, response)
+        while (item := await reader.items.get()) is not None:
+            ids.take(reader.ids)
+            if isinstance(item, Exception):
+                raise item
+            yield item
+        ids.take(reader.ids)
+    finally:
+        if not task.done():
+            if reader.ids.task_id is None:
+                reader.abandon()
+                _abandoned_readers.add(task)
+                task.add_done_callback(_abandoned_readers.discard)
+            else:
+                ids.take(reader.ids)
+                task.cancel()
+                await asyncio.wait([task])
+
+
+class _AnswerReader:
+    """Reads one streamed answer into `items`: Deltas, then None or the failure."""
+
+    def __init__(self, http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str):
+        self._http = http
+        self._path = path
+        self._body = body
+        self._stage = stage
+        self.ids = AnswerIds()
+        """This answer's own ids: the caller copies them while it reads, never after."""
+        self.items: asyncio.Queue[Delta | Exception | None] = asyncio.Queue()
+        self._deadline: asyncio.Timeout | None = None
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        """Nobody reads any more: read on only until the task is named, then stop it."""
+        self._abandoned = True
+        if self._deadline is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + STOP_UNNAMED_WITHIN_S)
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.timeout(None) as self._deadline:
+                if self._abandoned:
+                    self.abandon()  # given up before this task first ran
+                await self._read()
+        except httpx.HTTPError as exc:
+            self._end(transport_error(SERVICE, self._stage, exc))
+        except TimeoutError:
+            log.warning(
+                "an abandoned dify answer named no task within %g s; it cannot be stopped",
+                STOP_UNNAMED_WITHIN_S,
+            )
+        except Exception as exc:  # a ServiceError, or a bug: the caller raises it
+            self._end(exc)
+        else:
+            self._end(None)
+
+    async def _read(self) -> None:
+        async with self._http.stream("POST", self._path, json=self._body) as response:
+            await raise_for_status(SERVICE, self._stage, response)
             mime = media_type(response)
             if mime == "application/json" or is_page_type(mime):
-                raise await unexpected_type(SERVICE, stage, response, "an event stream")
-            async with aclosing(answer_deltas(response, stage, ids)) as deltas:
+                raise await unexpected_type(SERVICE, self._stage, response, "an event stream")
+            async with aclosing(answer_deltas(response, self._stage, self.ids)) as deltas:
                 async for delta in deltas:
-                    yield delta
-    except httpx.HTTPError as exc:
-        raise transport_error(SERVICE, stage, exc) from None
+                    if self._abandoned and self.ids.task_id is not None:
+                        await stop_task(
+                            self._http, self._path, self.ids.task_id, self._body["user"]
+                        )
+                        return
+                    self.items.put_nowait(delta)
+
+    def _end(self, outcome: Exception | None) -> None:
+        if self._abandoned:
+            if outcome is not None:
+                log.debug("an abandoned dify answer failed: %s", outcome)
+            return
+        self.items.put_nowait(outcome)
 
 
 async def blocking_answer(
