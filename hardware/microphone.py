@@ -22,14 +22,13 @@ import pyaudio
 from assistant.settings import AudioSettings
 from hardware.capture_rate import ToCaptureRate
 from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
+from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
     Opened,
     RateLimitedLog,
     close_stream,
     new_portaudio,
     open_stream,
-    run_blocking,
-    run_quietly,
     start_stream,
     stream_active,
     terminate_portaudio,

@@ -2,14 +2,8 @@
 
 Device selection (`select_device`: default, index or name substring), format
 negotiation (the first workable rate, mono if the device allows it), starting
-and closing streams, and running every blocking PortAudio call in a worker
-thread with a time limit (`run_blocking`), so that a failing call becomes a
-DeviceError on the loop instead of a stray exception, and a call that never
-returns becomes DeviceWedged instead of a hang (the process cannot use
-PortAudio again; the assistant exits for a restart).
-
-PortAudio's initialise, open, start, close and terminate are not thread-safe,
-so every such call takes `_PA_LOCK`, waiting for it at most `LOCK_WAIT_S`.
+and closing streams. Each of these runs in a worker (`portaudio_calls`), one
+PortAudio call at a time, and raises DeviceError instead of PyAudio's own errors.
 
 Known PortAudio trap (19.6 and 19.7, ALSA): starting a stream whose device has vanished
 since it was opened deadlocks Pa_StartStream forever (the stream's thread dies
@@ -20,31 +14,21 @@ that the device is still there.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import functools
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import pyaudio
 
-from hardware.interfaces import DeviceError, DeviceWedged
+from hardware.interfaces import DeviceError
+from hardware.portaudio_calls import portaudio_lock
 from hardware.portaudio_library import warn_if_unfixed
 
 _LOG = logging.getLogger(__name__)
-
-_PA_LOCK = threading.Lock()
-"""PortAudio's initialise/open/start/close/terminate are not thread-safe; workers take turns."""
-
-LOCK_WAIT_S = 5.0
-"""A worker waiting longer than this for another PortAudio call gives up with a DeviceError."""
-CALL_TIMEOUT_S = 10.0
-"""Bound on any awaited blocking PortAudio call (initialising scans every ALSA device)."""
 
 _RATE_LIMIT_S = 5.0
 """At most one warning per this many seconds for each recurring condition."""
@@ -54,7 +38,6 @@ _PORTAUDIO_ERRORS = (OSError, ValueError)
 
 Direction = Literal["input", "output"]
 StreamCallback = Callable[[bytes | None, int, Mapping[str, float], int], tuple[bytes | None, int]]
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +54,6 @@ class Opened:
     """Sample rate the device accepted."""
     channels: int
     """1, or 2 when the device refuses mono."""
-
-
-_wedged_call: str | None = None
-"""The PortAudio call that never returned, if one has: it still holds `_PA_LOCK`."""
-
-
-@contextlib.contextmanager
-def _portaudio_lock(what: str) -> Iterator[None]:
-    if _wedged_call is not None:
-        raise DeviceWedged(f"{what}: PortAudio stopped responding earlier ({_wedged_call})")
-    if not _PA_LOCK.acquire(timeout=LOCK_WAIT_S):
-        raise DeviceError(f"{what}: another PortAudio call has not returned in {LOCK_WAIT_S:g} s")
-    try:
-        yield
-    finally:
-        _PA_LOCK.release()
 
 
 _ALSA_ERROR_HANDLER = ctypes.CFUNCTYPE(
@@ -139,7 +106,7 @@ def _release_unused_alsa_plugins() -> None:
     opens. Freeing ALSA's global configuration also closes its cache of plugin
     libraries no open PCM holds; the next open reads the configuration again
     and loads only the plugin it needs. Takes effect only while no other
-    thread opens a PCM, which `_PA_LOCK` ensures for ours.
+    thread opens a PCM, which `portaudio_lock` ensures for ours.
     """
     try:
         freed = ctypes.CDLL("libasound.so.2").snd_config_update_free_global()
@@ -154,7 +121,7 @@ def new_portaudio() -> pyaudio.PyAudio:
     """A PortAudio instance; the first one alive scans the devices (runs in a worker)."""
     _quiet_native_libraries()
     warn_if_unfixed()
-    with _portaudio_lock("initialising PortAudio"):
+    with portaudio_lock("initialising PortAudio"):
         try:
             pa = pyaudio.PyAudio()
         except _PORTAUDIO_ERRORS as exc:
@@ -166,7 +133,7 @@ def new_portaudio() -> pyaudio.PyAudio:
 def terminate_portaudio(pa: pyaudio.PyAudio) -> None:
     """Release a PortAudio instance; logs instead of raising (runs in a worker)."""
     try:
-        with _portaudio_lock("terminating PortAudio"):
+        with portaudio_lock("terminating PortAudio"):
             pa.terminate()
     except (DeviceError, *_PORTAUDIO_ERRORS) as exc:
         _LOG.warning("releasing PortAudio failed: %s", exc)
@@ -212,7 +179,7 @@ def open_stream(
 
     Runs in a worker thread; every failure is a DeviceError.
     """
-    with _portaudio_lock(f"opening the {direction} device"):
+    with portaudio_lock(f"opening the {direction} device"):
         try:
             return _try_formats(pa, spec, direction, rates, period_ms, callback)
         except _PORTAUDIO_ERRORS as exc:  # from listing the devices
@@ -266,7 +233,7 @@ def _try_formats(
 
 def start_stream(opened: Opened, what: str) -> None:
     """Start a freshly opened stream (runs in a worker); DeviceError if it will not."""
-    with _portaudio_lock(f"starting the {what}"):
+    with portaudio_lock(f"starting the {what}"):
         try:
             opened.stream.start_stream()
         except _PORTAUDIO_ERRORS as exc:
@@ -280,7 +247,7 @@ def close_stream(stream: pyaudio.Stream, what: str, *, drop: bool = False) -> No
     PortAudio and the sound server still hold is discarded instead of played.
     """
     try:
-        with _portaudio_lock(f"closing the {what}"):
+        with portaudio_lock(f"closing the {what}"):
             if not drop:
                 try:
                     stream.stop_stream()
@@ -298,95 +265,6 @@ def stream_active(opened: Opened, what: str) -> bool:
         return bool(opened.stream.is_active())
     except _PORTAUDIO_ERRORS as exc:
         raise DeviceError(f"{what} {opened.name!r} failed: {exc}") from exc
-
-
-async def run_blocking(
-    call: Callable[[], _T],
-    what: str,
-    *,
-    release: Callable[[_T], None] | None = None,
-    timeout: float = CALL_TIMEOUT_S,
-) -> _T:
-    """Run a blocking PortAudio call in a worker; DeviceWedged if it takes over `timeout`.
-
-    A worker cannot be interrupted: if the caller gives up (timeout or
-    cancellation), whatever the call still returns is handed to `release`
-    in another worker, so nothing is left open. A call that outlives its
-    time limit is taken as PortAudio hung for good: every later call fails at
-    once with DeviceWedged instead of queueing behind it.
-    """
-    global _wedged_call
-    future = _in_own_thread(call)
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(future)
-    except TimeoutError:
-        _release_when_done(future, release, what)
-        _wedged_call = f"{what} did not return within {timeout:g} s"
-        raise DeviceWedged(_wedged_call) from None
-    except asyncio.CancelledError:
-        # Give the worker a moment so a cancelled open leaves nothing open behind it.
-        try:
-            await asyncio.wait([future], timeout=LOCK_WAIT_S)
-        finally:
-            _release_when_done(future, release, what)
-        raise
-
-
-def _in_own_thread(call: Callable[[], _T]) -> asyncio.Future[_T]:
-    """Run `call` in a daemon thread of its own; its outcome lands in the returned future.
-
-    Not the loop's executor: asyncio's shutdown and the interpreter's exit wait
-    for executor threads, so one PortAudio call that never returns would keep
-    the process from ever exiting. A daemon thread is left behind instead.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
-
-    def work() -> None:
-        try:
-            value = call()
-        except BaseException as exc:  # handed to the awaiting task, which decides
-            outcome = functools.partial(future.set_exception, exc)
-        else:
-            outcome = functools.partial(future.set_result, value)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, outcome)
-
-    threading.Thread(target=work, name="portaudio-call", daemon=True).start()
-    return future
-
-
-async def run_quietly(call: Callable[[], None], what: str) -> None:
-    """`run_blocking` for clean-up, which must not fail: a hung call is logged, not raised."""
-    try:
-        await run_blocking(call, what)
-    except DeviceError as exc:
-        _LOG.error("%s", exc)
-
-
-def _release_when_done(
-    future: asyncio.Future[_T], release: Callable[[_T], None] | None, what: str
-) -> None:
-    def done(finished: asyncio.Future[_T]) -> None:
-        if finished.cancelled():
-            return
-        if (exc := finished.exception()) is not None:
-            _LOG.warning("%s failed after it was given up on: %s", what, exc)
-        elif release is not None:
-            _LOG.info("%s returned after it was given up on; releasing it", what)
-            value = finished.result()
-            _in_own_thread(lambda: release(value))
-
-    if future.done():
-        done(future)
-    else:
-        _LOG.error("%s is still running in PortAudio; its result will be released", what)
-        future.add_done_callback(done)
 
 
 class RateLimitedLog:

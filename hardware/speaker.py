@@ -28,14 +28,13 @@ import pyaudio
 from assistant.settings import AudioSettings
 from hardware.interfaces import DeviceError
 from hardware.playback import PlaybackQueue, as_mono_int16
+from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
     Opened,
     RateLimitedLog,
     close_stream,
     new_portaudio,
     open_stream,
-    run_blocking,
-    run_quietly,
     start_stream,
     stream_active,
     terminate_portaudio,

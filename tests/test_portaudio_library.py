@@ -70,7 +70,8 @@ def test_a_call_that_never_returns_wedges_portaudio_and_the_process_still_exits(
         """
         import asyncio, threading
         from hardware.interfaces import DeviceWedged
-        from hardware.pyaudio_support import new_portaudio, run_blocking
+        from hardware.portaudio_calls import run_blocking
+        from hardware.pyaudio_support import new_portaudio
 
         async def main():
             for call in (threading.Event().wait, new_portaudio):
