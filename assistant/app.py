@@ -13,12 +13,12 @@ from pathlib import Path
 from assistant.events import Event, EventBus, JsonlWriter
 from assistant.heap import HeapTrimmer
 from assistant.loop import VoiceLoop
+from assistant.ports import AudioSink, AudioSource
 from assistant.providers.base import ServiceError
 from assistant.providers.chain import FailureReport
 from assistant.providers.factory import Services, build_stages
 from assistant.settings import Secret, Settings, Trigger
 from assistant.watchdog import Watchdog, sd_notify
-from hardware.interfaces import AudioSink, AudioSource
 
 log = logging.getLogger(__name__)
 

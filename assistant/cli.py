@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 from assistant.config import ConfigError, load_config
-from hardware.interfaces import DeviceWedged
+from assistant.ports import DeviceWedged
 
 EXIT_CONFIG = 2
 EXIT_RESTART = 75
-"""The audio library hung (hardware.interfaces.DeviceWedged): only a new process can use the
+"""The audio library hung (assistant.ports.DeviceWedged): only a new process can use the
 devices again, which systemd's Restart= starts (EX_TEMPFAIL)."""
 DEFAULT_CONFIG = Path("config/assistant.toml")
 

@@ -18,8 +18,8 @@ from assistant.app import RunOptions, run_assistant
 from assistant.audio.espeak import synthesize
 from assistant.audio.resample import resample_once
 from assistant.audio.wav import encode_wav
+from assistant.ports import CAPTURE_RATE
 from assistant.settings import Settings
-from hardware.interfaces import CAPTURE_RATE
 from hardware.probe import audio_devices_available
 
 log = logging.getLogger(__name__)

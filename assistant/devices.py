@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable
 
 from assistant.events import EventBus
-from assistant.states import State
-from hardware.interfaces import (
+from assistant.ports import (
     AudioBlock,
     AudioSink,
     AudioSource,
@@ -27,6 +26,7 @@ from hardware.interfaces import (
     DeviceWedged,
     Preparable,
 )
+from assistant.states import State
 
 log = logging.getLogger(__name__)
 

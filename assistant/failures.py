@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from assistant.audio.wav import AudioFormatError
+from assistant.ports import DeviceError
 from assistant.providers.base import ServiceError
 from assistant.text.sse import SSEError
-from hardware.interfaces import DeviceError
 
 
 def service_name(provider: object) -> str:

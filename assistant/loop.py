@@ -34,12 +34,13 @@ from assistant.audio.resample import resample_once
 from assistant.devices import AudioDevices, InputEnded
 from assistant.events import EventBus
 from assistant.failures import describe_failure
+from assistant.ports import AudioBlock, AudioSink, AudioSource, DeviceError
+from assistant.providers.base import Stages
 from assistant.settings import Settings, Speculate, Trigger
 from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
 from assistant.states import State
-from assistant.turn import Stages, Turn
-from hardware.interfaces import AudioBlock, AudioSink, AudioSource, DeviceError
+from assistant.turn import Turn
 
 if TYPE_CHECKING:
     # Only for the annotation: gpiozero is imported when a button is configured.

@@ -21,8 +21,8 @@ from assistant.audio.resample import StreamResampler
 from assistant.audio.wav import AudioFormatError
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
+from assistant.ports import AudioSink
 from assistant.providers.base import AudioChunk, ServiceError, TextToSpeech
-from hardware.interfaces import AudioSink
 
 _END = None
 

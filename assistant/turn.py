@@ -15,57 +15,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from assistant.audio.endpointer import Utterance
 from assistant.events import EventBus
 from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
+from assistant.ports import CAPTURE_RATE, AudioSink
 from assistant.providers.base import (
     AudioChunk,
-    Completion,
     ServiceError,
     SpeechInput,
-    SpeechToText,
-    TextToSpeech,
+    SpeechSource,
+    Stages,
 )
 from assistant.settings import Settings
 from assistant.speech_out import SpeechOut
 from assistant.states import State
 from assistant.text.sentences import SentenceChunker
-from hardware.interfaces import CAPTURE_RATE, AudioSink
 
 if TYPE_CHECKING:
     from assistant.speculation import Gate
 
 log = logging.getLogger(__name__)
-
-
-class SpeechSource(StrEnum):
-    SENTENCES = "sentences"
-    """Each sentence goes to the TTS provider as soon as it is complete."""
-    ANSWER_STREAM = "answer_stream"
-    """The answer stream carries its own speech (Dify `tts_message`); sentences are
-    synthesised only if it carries none."""
-    MESSAGE_ID = "message_id"
-    """The whole answer is spoken by Dify from its `message_id` once it is complete."""
-
-
-@dataclass(frozen=True, slots=True)
-class Stages:
-    stt: SpeechToText
-    completion: Completion
-    tts: TextToSpeech
-    """Sentence synthesis, usually a fallback chain ending in the local voice."""
-    speech_source: SpeechSource = SpeechSource.SENTENCES
-    message_tts: MessageSpeech | None = None
-    """Dify /text-to-audio by message_id; needed for SpeechSource.MESSAGE_ID."""
-
-
-class MessageSpeech(Protocol):
-    def stream(self, text: str, message_id: str | None = None) -> AsyncIterator[AudioChunk]: ...
 
 
 class _AudioFeed:

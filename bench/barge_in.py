@@ -54,6 +54,7 @@ from assistant.audio.espeak import synthesize
 from assistant.audio.wav import encode_wav
 from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
 from assistant.events import Event, EventBus, Subscription
+from assistant.ports import CAPTURE_RATE
 from assistant.settings import (
     AssistantSettings,
     AudioSettings,
@@ -62,7 +63,6 @@ from assistant.settings import (
     Settings,
     Trigger,
 )
-from hardware.interfaces import CAPTURE_RATE
 from hardware.wav_devices import WavFileSink, read_wav
 
 if TYPE_CHECKING:

@@ -36,8 +36,8 @@ from assistant.audio.endpointer import Endpointer, UtteranceEnded
 from assistant.audio.espeak import synthesize
 from assistant.audio.wav import encode_wav
 from assistant.devserver.replies import reply_for, tokens
+from assistant.ports import CAPTURE_RATE, AudioBlock
 from assistant.settings import VadSettings
-from hardware.interfaces import CAPTURE_RATE, AudioBlock
 
 QUESTION = "What is the weather like on Mars?"
 """One of the dev server's known phrases, so every system gets the same transcript and answer."""

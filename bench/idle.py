@@ -68,8 +68,8 @@ import soxr
 from assistant.audio.espeak import synthesize
 from assistant.audio.wav import encode_wav
 from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+from assistant.ports import CAPTURE_RATE
 from assistant.settings import AudioSettings
-from hardware.interfaces import CAPTURE_RATE
 
 if TYPE_CHECKING:
     from pulse import PulseServer

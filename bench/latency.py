@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from assistant.ports import DeviceError
 from assistant.providers.base import ServiceError
 from assistant.settings import VadSettings
 from bench.common import (
@@ -75,7 +76,6 @@ from bench.pipecat_env import (
     ensure_environment,
     pipecat_client,
 )
-from hardware.interfaces import DeviceError
 
 PIPECAT_STOP_SECS = 0.2
 PIPECAT_TIMEOUT = 0.45

@@ -40,6 +40,7 @@ import httpx
 import numpy as np
 
 from assistant.audio.wav import encode_wav
+from assistant.ports import CAPTURE_RATE
 from bench.common import (
     LEAD_MS,
     QUESTION,
@@ -55,7 +56,6 @@ from bench.pipecat_env import (
     ensure_environment,
     pipecat_client,
 )
-from hardware.interfaces import CAPTURE_RATE
 
 HALVES = ("What is the weather like", "on Mars?")
 """The question's two halves, both known to the dev server, so a cut question is answered as

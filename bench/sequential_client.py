@@ -26,6 +26,7 @@ import numpy as np
 from assistant.audio.decoders import SniffingDecoder
 from assistant.audio.endpointer import Endpointer, Utterance, UtteranceEnded
 from assistant.audio.resample import resample_once
+from assistant.ports import CAPTURE_RATE
 from assistant.providers.base import SpeechInput
 from assistant.providers.dify import (
     DifyClient,
@@ -34,7 +35,6 @@ from assistant.providers.dify import (
     DifyTextToSpeech,
 )
 from assistant.settings import DifySettings, Secret, Settings
-from hardware.interfaces import CAPTURE_RATE
 from hardware.wav_devices import WavFileSink, WavFileSource
 
 BENCH_KEY = "app-bench"

@@ -47,6 +47,7 @@ from assistant.app import RunOptions, run_assistant
 from assistant.audio.espeak import synthesize
 from assistant.audio.resample import resample_once
 from assistant.events import Event, EventBus, Subscription
+from assistant.ports import CAPTURE_RATE, AudioBlock
 from assistant.settings import (
     AssistantSettings,
     AudioSettings,
@@ -55,7 +56,6 @@ from assistant.settings import (
     Secret,
     Settings,
 )
-from hardware.interfaces import CAPTURE_RATE, AudioBlock
 
 REPO = Path(__file__).resolve().parent.parent
 QUESTIONS = (

@@ -5,27 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Literal
 
 from gpiozero import Button, GPIOZeroError
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
 
+from assistant.ports import ButtonEvent, DeviceError
 from assistant.settings import ButtonSettings
-from hardware.interfaces import DeviceError
 
 _LOG = logging.getLogger(__name__)
 
 _QUEUE_SIZE = 64
 """Far more edges than anyone presses between two reads; beyond it the oldest go."""
-
-
-@dataclass(frozen=True, slots=True)
-class ButtonEvent:
-    kind: Literal["pressed", "released"]
-    t: float
-    """time.monotonic() at the edge, taken in gpiozero's thread before any queueing."""
 
 
 def pin_factory_for(name: str) -> Factory | None:

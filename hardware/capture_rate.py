@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from hardware.interfaces import CAPTURE_RATE, AudioBlock
+from assistant.ports import CAPTURE_RATE, AudioBlock
 
 _RESYNC_S = 0.1
 """A block timestamp this far off the running timeline restarts it."""

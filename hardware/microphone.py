@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import pyaudio
 
+from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError
 from assistant.settings import AudioSettings
 from hardware.capture_rate import ToCaptureRate
-from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
 from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
     Opened,

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from hardware.interfaces import DeviceError, DeviceWedged
+from assistant.ports import DeviceError, DeviceWedged
 
 _LOG = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import pyaudio
 
-from hardware.interfaces import DeviceError
+from assistant.ports import DeviceError
 from hardware.portaudio_calls import portaudio_lock
 from hardware.portaudio_library import warn_if_unfixed
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 import pyaudio
 
+from assistant.ports import DeviceError
 from assistant.settings import AudioSettings
-from hardware.interfaces import DeviceError
 from hardware.playback import PlaybackQueue, as_mono_int16
 from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
+from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError
 from hardware.playback import PlaybackQueue, as_mono_int16
 from hardware.wav_io import _PcmWavWriter, read_wav  # read_wav: re-exported for callers
 

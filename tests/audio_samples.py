@@ -12,7 +12,7 @@ import numpy as np
 import soxr
 
 from assistant.audio.espeak import synthesize
-from hardware.interfaces import CAPTURE_RATE, AudioBlock
+from assistant.ports import CAPTURE_RATE, AudioBlock
 
 RATE = CAPTURE_RATE
 VOICED_THRESHOLD = 200

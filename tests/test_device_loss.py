@@ -32,8 +32,8 @@ from assistant.app import RunOptions, run_assistant
 from assistant.devices import REOPEN_BACKOFF_S, reopen_delay
 from assistant.devserver import DevServerOptions, RunningDevServer, speech_for
 from assistant.events import Event, EventBus, Subscription
+from assistant.ports import AudioBlock, DeviceWedged
 from assistant.settings import DifySettings, Secret, Settings
-from hardware.interfaces import AudioBlock, DeviceWedged
 
 DEV_SERVER_OPTIONS = DevServerOptions(reply_sentences=1)
 """One sentence ("You asked: ..."): about 3 s of answer per turn."""

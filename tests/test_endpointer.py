@@ -29,8 +29,8 @@ from assistant.audio.endpointer import (
     UtteranceDropped,
     UtteranceEnded,
 )
+from assistant.ports import AudioBlock
 from assistant.settings import VadSettings
-from hardware.interfaces import AudioBlock
 
 T0 = 5000.0
 QUESTION = "What is the weather going to be like in Paris tomorrow?"

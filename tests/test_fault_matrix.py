@@ -43,7 +43,7 @@ from assistant.devserver import (
 from assistant.devserver.replies import tokens
 from assistant.events import Event, EventBus
 from assistant.loop import VoiceLoop
-from assistant.providers.base import SpeechToText, TextToSpeech
+from assistant.providers.base import SpeechSource, SpeechToText, Stages, TextToSpeech
 from assistant.providers.chain import SpeechToTextChain, TextToSpeechChain
 from assistant.providers.convai import ConvaiClient, ConvaiTextToSpeech
 from assistant.providers.dify import (
@@ -62,7 +62,6 @@ from assistant.settings import (
     Secret,
     Settings,
 )
-from assistant.turn import SpeechSource, Stages
 from hardware.wav_devices import WavFileSink, WavFileSource, read_wav
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -14,10 +14,10 @@ import pytest
 import soxr
 from gpiozero.pins.mock import MockFactory
 
+from assistant.ports import CAPTURE_RATE, DeviceError
 from assistant.settings import ButtonSettings
 from hardware.buttons import ButtonEvent, TalkButton
 from hardware.capture_rate import ToCaptureRate
-from hardware.interfaces import CAPTURE_RATE, DeviceError
 from hardware.wav_devices import WavFileSink, WavFileSource, read_wav
 
 SINK_RATE = 24_000

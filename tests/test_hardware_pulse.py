@@ -19,8 +19,8 @@ import soxr
 from pulse import MIC_SINK, SPEAKER_SINK, PulseServer, SpeakerRecording
 
 from assistant.audio.espeak import synthesize
+from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError
 from assistant.settings import AudioSettings
-from hardware.interfaces import CAPTURE_RATE, AudioBlock, DeviceError
 from hardware.microphone import Microphone
 from hardware.speaker import Speaker
 

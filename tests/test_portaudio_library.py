@@ -69,7 +69,7 @@ def test_a_call_that_never_returns_wedges_portaudio_and_the_process_still_exits(
     out = run_python(
         """
         import asyncio, threading
-        from hardware.interfaces import DeviceWedged
+        from assistant.ports import DeviceWedged
         from hardware.portaudio_calls import run_blocking
         from hardware.pyaudio_support import new_portaudio
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from assistant.audio.endpointer import Endpointer, UtteranceEnded
+from assistant.ports import AudioBlock
 from assistant.settings import VadSettings
 from assistant.text.sentences import SentenceChunker
 from assistant.text.sse import SSEParser
-from hardware.interfaces import AudioBlock
 
 # ---------------------------------------------------------------------------- SSE
 

@@ -36,8 +36,8 @@ import numpy as np
 import webrtcvad
 
 from assistant.audio.wav import encode_wav
+from assistant.ports import CAPTURE_RATE, AudioBlock
 from assistant.settings import VadSettings
-from hardware.interfaces import CAPTURE_RATE, AudioBlock
 
 SAMPLE_RATE = CAPTURE_RATE
 TAIL_MS = 100

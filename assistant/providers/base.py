@@ -1,9 +1,11 @@
-"""The three stage protocols the loop knows, and the one error every provider raises."""
+"""The stage protocols the loop knows, the one error every provider raises, and the
+set of stages a run uses."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -97,3 +99,28 @@ class TextToSpeech(Protocol):
         Providers whose bodies carry no reliable type (raw pcm) set `content_type`
         on every chunk to what they asked for, e.g. `audio/pcm;rate=24000`.
         """
+
+
+class SpeechSource(StrEnum):
+    SENTENCES = "sentences"
+    """Each sentence goes to the TTS provider as soon as it is complete."""
+    ANSWER_STREAM = "answer_stream"
+    """The answer stream carries its own speech (Dify `tts_message`); sentences are
+    synthesised only if it carries none."""
+    MESSAGE_ID = "message_id"
+    """The whole answer is spoken by Dify from its `message_id` once it is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    stt: SpeechToText
+    completion: Completion
+    tts: TextToSpeech
+    """Sentence synthesis, usually a fallback chain ending in the local voice."""
+    speech_source: SpeechSource = SpeechSource.SENTENCES
+    message_tts: MessageSpeech | None = None
+    """Dify /text-to-audio by message_id; needed for SpeechSource.MESSAGE_ID."""
+
+
+class MessageSpeech(Protocol):
+    def stream(self, text: str, message_id: str | None = None) -> AsyncIterator[AudioChunk]: ...

@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.providers.base import SpeechToText, TextToSpeech
+from assistant.providers.base import SpeechSource, SpeechToText, Stages, TextToSpeech
 from assistant.providers.chain import FailureReport, SpeechToTextChain, TextToSpeechChain
 from assistant.providers.local import LocalTextToSpeech
 from assistant.providers.retry import RetryPolicy
 from assistant.providers.warm import ConnectionWarmer
 from assistant.settings import Settings
-from assistant.turn import SpeechSource, Stages
 
 
 class _Clients:

@@ -1,9 +1,14 @@
-"""The interfaces every audio source, audio sink and talk button offers to the loop."""
+"""The ports: what the loop needs from a microphone, a speaker and a button.
+
+`assistant/` defines them; `hardware/` implements them (PyAudio, gpiozero, WAV files)
+and imports nothing else from `assistant/`. Nothing here loads a device library, so
+the core can be imported and tested without one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -104,3 +109,29 @@ class Preparable(Protocol):
 
         Never raises and never waits; a failure shows at the next play().
         """
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonEvent:
+    """One edge of a push button."""
+
+    kind: Literal["pressed", "released"]
+    t: float
+    """time.monotonic() at the edge, taken in the driver's thread before any queueing."""
+
+
+class Button(Protocol):
+    """A push button (the talk button): its edges, timestamped, on the asyncio loop."""
+
+    @property
+    def is_pressed(self) -> bool:
+        """Whether it is held down now."""
+
+    async def next_event(self, timeout: float) -> ButtonEvent:
+        """The next press or release; raises TimeoutError if none comes in time."""
+
+    def pending_events(self) -> list[ButtonEvent]:
+        """Every press and release not yet read, oldest first, without waiting."""
+
+    def close(self) -> None:
+        """Release the pin; safe to call twice."""
