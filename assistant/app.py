@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.events import Event, EventBus, JsonlWriter
+from assistant.config import ConfigError
+from assistant.events import Error, Event, EventBus, JsonlWriter, ServiceErrorEvent
 from assistant.heap import HeapTrimmer
 from assistant.loop import VoiceLoop
 from assistant.ports import AudioSink, AudioSource
-from assistant.providers.base import ServiceError
+from assistant.providers.base import ServiceError, Stages
 from assistant.providers.chain import FailureReport
+from assistant.providers.dify_app import Finding, check_app
 from assistant.providers.factory import Services, build_stages
 from assistant.settings import Secret, Settings, Trigger
 from assistant.watchdog import Watchdog, sd_notify
@@ -24,8 +26,6 @@ log = logging.getLogger(__name__)
 
 LOCAL_DEV_KEY = "app-local-dev"
 """Key used with the bundled dev server, which accepts any Bearer token."""
-
-WARM_UP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,23 +63,30 @@ def _make_source(settings: Settings, options: RunOptions) -> AudioSource:
         return WavFileSource(options.mic_wav, block_ms=settings.audio.period_ms)
     from hardware.microphone import Microphone
 
-    return Microphone(settings.audio)
+    audio = settings.audio
+    return Microphone(device=audio.input_device, rate=audio.input_rate, period_ms=audio.period_ms)
 
 
 def _make_sink(settings: Settings, options: RunOptions) -> AudioSink:
     if options.speaker_wav is not None:
         from hardware.wav_devices import WavFileSink
 
-        rate = settings.audio.output_rate or 24_000
         return WavFileSink(
             options.speaker_wav,
-            sample_rate=rate,
+            sample_rate=settings.audio.output_rate or settings.audio.speaker_wav_rate,
             period_ms=settings.audio.period_ms,
             playback_buffer_s=settings.audio.playback_buffer_s,
         )
     from hardware.speaker import Speaker
 
-    return Speaker(settings.audio)
+    audio = settings.audio
+    return Speaker(
+        device=audio.output_device,
+        rate=audio.output_rate,
+        period_ms=audio.period_ms,
+        playback_buffer_s=audio.playback_buffer_s,
+        device_timeout_s=audio.device_timeout_s,
+    )
 
 
 def _timeline_aligner(source: AudioSource, sink: AudioSink) -> Callable[[], None] | None:
@@ -104,7 +111,10 @@ async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
     from assistant.devserver import DevServerOptions, start_devserver
 
     server = await start_devserver(
-        settings.devserver.host, settings.devserver.port, DevServerOptions()
+        settings.devserver.host,
+        settings.devserver.port,
+        # An app set up for in-stream speech auto-plays: so does the bundled one then.
+        DevServerOptions(stream_tts=settings.providers.tts == "dify-stream"),
     )
     log.warning("no DIFY_API_KEY: answering from the bundled dev server at %s", server.base_url)
     try:
@@ -118,29 +128,57 @@ async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
         await server.stop()
 
 
-async def _warm_up(services: Services, bus: EventBus) -> None:
+async def _warm_up(services: Services, bus: EventBus, timeout_s: float) -> None:
     """Open every service's connections and check Dify's key before the first question."""
     try:
-        async with asyncio.timeout(WARM_UP_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             failures = await services.warmer.warm()
     except TimeoutError:
         log.error("the services are not reachable yet: warming up timed out")
-        bus.publish("error", stage="startup", code="unreachable", message="timed out")
+        bus.publish(Error(stage="startup", code="unreachable", message="timed out"))
         return
     for name, exc in failures.items():
         # Not fatal: the network may come back; each turn reports its own failure.
         log.error("%s is not reachable yet: %s", name, exc or "timed out")
-        bus.publish("error", stage="startup", service=name, code="unreachable", message=str(exc))
-    params = services.dify.app_parameters or {}
-    if not params.get("text_to_speech", {}).get("enabled", True):
-        log.warning("this Dify app has text-to-speech disabled; /text-to-audio will fail")
+        bus.publish(Error(stage="startup", service=name, code="unreachable", message=str(exc)))
+
+
+async def _checked_stages(services: Services, settings: Settings, bus: EventBus) -> Stages:
+    """The stages to run, once the Dify app read at warm-up is checked against the config.
+
+    What would fail every turn stops the start (ConfigError: exit status 2); a Dify
+    provider the app has turned off is left out when the stage has a fallback. A Dify not
+    reached at warm-up is no config error: turns go on trying it.
+    """
+    dify = services.dify
+    if dify.app_parameters is None:
+        return services.stages
+    info = await dify.app_info()
+    check = check_app(dify.app_parameters, info, settings.dify, settings.providers)
+    for finding in check.findings:
+        _report_app_problem(bus, finding)
+    if check.fatal:
+        first, more = check.fatal[0], len(check.fatal) - 1
+        also = f" (and {more} more problem{'s' * (more > 1)}: see the log)" if more else ""
+        raise ConfigError(first.setting, first.value, first.message + also)
+    if check.providers == settings.providers:
+        return services.stages
+    return services.with_providers(check.providers)
+
+
+def _report_app_problem(bus: EventBus, finding: Finding) -> None:
+    """One log line and one `error` event (stage `startup`) naming the setting to change."""
+    level = logging.ERROR if finding.fatal else logging.WARNING
+    log.log(level, "the Dify app does not fit %s: %s", finding.setting, finding.message)
+    message = f"{finding.setting}: {finding.message}"
+    bus.publish(Error(stage="startup", service="dify", code=finding.code, message=message))
 
 
 def _failure_publisher(bus: EventBus) -> FailureReport:
     """Every failed attempt of a stage, even one a retry or fallback recovered."""
 
     def publish(exc: ServiceError, step: str) -> None:
-        bus.publish("service_error", next=step, **exc.as_event())
+        bus.publish(ServiceErrorEvent(next=step, **exc.as_event()))
 
     return publish
 
@@ -172,17 +210,23 @@ async def run_assistant(
             bus.add_listener(services.warmer.on_event)
             button = None
             try:
-                await _warm_up(services, bus)
+                await _warm_up(services, bus, live.http.warm_up_timeout_s)
+                stages = await _checked_stages(services, live, bus)
                 if live.assistant.trigger is Trigger.PUSH_TO_TALK:
                     from hardware.buttons import TalkButton
 
-                    button = TalkButton(live.button, asyncio.get_running_loop())
+                    button = TalkButton(
+                        asyncio.get_running_loop(),
+                        pin=live.button.pin,
+                        bounce_ms=live.button.bounce_ms,
+                        pin_factory=live.button.pin_factory,
+                    )
                 source, sink = _make_source(live, options), _make_sink(live, options)
                 loop = VoiceLoop(
                     live,
                     source,
                     sink,
-                    services.stages,
+                    stages,
                     bus,
                     button,
                     _timeline_aligner(source, sink),

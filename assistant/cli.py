@@ -10,6 +10,7 @@ from pathlib import Path
 
 from assistant.config import ConfigError, load_config
 from assistant.ports import DeviceWedged
+from assistant.settings import DevServerSettings
 
 EXIT_CONFIG = 2
 EXIT_RESTART = 75
@@ -40,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     voices.add_argument("--config", type=Path)
 
     dev = commands.add_parser("devserver", help="serve the Dify-compatible dev server")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8750)
+    # The same defaults as the dev server the assistant starts when it has no key.
+    dev_defaults = DevServerSettings()
+    dev.add_argument("--host", default=dev_defaults.host)
+    dev.add_argument("--port", type=int, default=dev_defaults.port)
     dev.add_argument("--stt-latency-ms", type=int, default=0, help="speech-to-text delay")
     dev.add_argument("--first-token-ms", type=int, default=0, help="delay before the answer")
     dev.add_argument("--tokens-per-second", type=float, default=0, help="0 = unpaced")
@@ -90,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_config(_config_path(args.config))
         if args.command == "voices":
+            from assistant.app import local_server_if_needed
             from assistant.voices import list_voices
 
-            return list_voices(args.provider, settings)
+            return list_voices(args.provider, settings, local_server_if_needed)
         if args.command == "run":
             from assistant.app import RunOptions, run_assistant
 

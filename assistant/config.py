@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import stat
 import tomllib
 import types
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlparse
 
+from assistant.providers.openai_names import (
+    OPENAI_FORMATS,
+    OPENAI_STT_MODELS,
+    OPENAI_TTS1_VOICES,
+    OPENAI_TTS_MODELS,
+    OPENAI_VOICES,
+)
 from assistant.settings import Secret, Settings, Speculate
 
 log = logging.getLogger(__name__)
@@ -43,14 +51,8 @@ KEYED_SECTIONS = ("dify", "openai", "convai")
 
 STT_PROVIDERS = ("dify", "openai")
 TTS_PROVIDERS = ("dify", "dify-stream", "openai", "convai")
-OPENAI_STT_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
-OPENAI_TTS_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-OPENAI_VOICES = (
-    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx",
-    "nova", "sage", "shimmer", "verse", "marin", "cedar",
-)  # fmt: skip
-OPENAI_TTS1_VOICES = ("alloy", "ash", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer")
-OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+"""Device and file rates a setting may name."""
 
 
 class ConfigError(ValueError):
@@ -90,12 +92,23 @@ def _each_one_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What Dify allows as an input variable's name."""
+
+
+def _question_variable(value: str) -> str | None:
+    if value in ("auto", "") or _VARIABLE_NAME.fullmatch(value):
+        return None
+    return 'must be "auto", "" (query only) or an input variable\'s name (letters, digits, _)'
+
+
 _RULES: dict[str, Callable[[Any], str | None]] = {
     "assistant.watchdog_s": lambda v: (
         None if v == 0 or 2 <= v <= 600 else "must be 0 (off) or 2 to 600"
     ),
-    "audio.input_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
-    "audio.output_rate": _one_of(0, 8000, 16000, 22050, 24000, 32000, 44100, 48000),
+    "audio.input_rate": _one_of(0, *SAMPLE_RATES),
+    "audio.output_rate": _one_of(0, *SAMPLE_RATES),
+    "audio.speaker_wav_rate": _one_of(*SAMPLE_RATES),
     "audio.period_ms": _between(5, 100),
     "audio.playback_buffer_s": _between(0.2, 30),
     "audio.device_timeout_s": _between(0.2, 60),
@@ -117,6 +130,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "http.completion_timeout_s": _between(1, 3600),
     "http.tts_timeout_s": _between(1, 600),
     "http.tts_first_audio_timeout_s": _between(0.5, 600),
+    "http.warm_up_timeout_s": _between(0.5, 120),
     "http.retries": _between(0, 5),
     "http.retry_backoff_s": _between(0, 10),
     "http.max_retry_after_s": _between(0, 60),
@@ -126,6 +140,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "dify.response_mode": _one_of("streaming", "blocking"),
     "dify.app": _one_of("completion", "chat"),
     "dify.conversation_idle_s": _between(10, 86_400),
+    "dify.question_variable": _question_variable,
     "providers.stt": _one_of(*STT_PROVIDERS),
     "providers.stt_fallback": _each_one_of(*STT_PROVIDERS),
     "providers.tts": _one_of(*TTS_PROVIDERS),
@@ -144,6 +159,14 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "speech.max_sentence_chars": _between(20, 4096),
     "speech.tts_prefetch": _between(1, 8),
     "devserver.port": _between(0, 65535),
+    "assistant.follow_up_s": _between(0, 60),
+    "assistant.listen_timeout_s": _between(1, 60),
+    "audio.echo_tail_ms": _between(0, 2000),
+    "earcons.thinking_cue_after_ms": _between(100, 10_000),
+    "volume.default_db": _between(-60, 12),
+    "volume.step_db": _between(0.5, 12),
+    "volume.min_db": _between(-60, 0),
+    "volume.max_db": _between(0, 12),
 }
 
 
@@ -295,6 +318,13 @@ def _check(settings: Settings) -> None:
         )
     _check_openai(settings)
     _check_speculation(settings)
+    _check_question_variable(settings)
+    _check_earcon_files(settings)
+    volume = settings.volume
+    if not volume.min_db <= volume.default_db <= volume.max_db:
+        raise ConfigError(
+            "volume.default_db", volume.default_db, "must be between min_db and max_db"
+        )
     if settings.vad.preroll_ms % settings.vad.frame_ms:
         raise ConfigError(
             "vad.preroll_ms", settings.vad.preroll_ms, "must be a multiple of frame_ms"
@@ -319,6 +349,35 @@ def _check_speculation(settings: Settings) -> None:
             vad.speculate.value,
             'needs dify.app = "completion" (a chat app would remember the discarded '
             'half question); use "stt"',
+        )
+
+
+def _check_earcon_files(settings: Settings) -> None:
+    """A configured earcon file must exist and hold sound: found now, not at the first beep."""
+    from assistant.audio.earcons import Earcon, read_earcon_file
+    from assistant.audio.wav import AudioFormatError
+
+    for earcon in Earcon:
+        path = settings.earcons.file_for(earcon.value)
+        if path is None:
+            continue
+        key = f"earcons.{earcon.value}_file"
+        if not path.is_file():
+            raise ConfigError(key, str(path), "no such file")
+        try:
+            read_earcon_file(path, 16_000)
+        except (AudioFormatError, OSError, ValueError) as exc:
+            raise ConfigError(key, str(path), f"not a playable WAV file ({exc})") from None
+
+
+def _check_question_variable(settings: Settings) -> None:
+    dify = settings.dify
+    if dify.question_variable in dify.inputs:
+        raise ConfigError(
+            "dify.question_variable",
+            dify.question_variable,
+            "is also given in [dify.inputs]: the question would replace that value; "
+            "remove one of them",
         )
 
 

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable
 
-from assistant.events import EventBus
+from assistant.events import DeviceRestored, Error, EventBus
 from assistant.ports import (
     AudioBlock,
     AudioSink,
@@ -113,7 +113,7 @@ class AudioDevices:
                 outage = time.monotonic() - self._down_since
                 self._down_since = None
                 log.info("audio devices are back after %.1f s (%d attempts)", outage, attempt)
-                self._bus.publish("device_restored", outage_s=round(outage, 3), attempts=attempt)
+                self._bus.publish(DeviceRestored(outage_s=round(outage, 3), attempts=attempt))
             return
 
     async def close(self) -> None:
@@ -163,5 +163,5 @@ class AudioDevices:
         self._down_since = time.monotonic()
         message = str(exc) or type(exc).__name__
         self._set_state(State.ERROR)
-        self._bus.publish("error", stage="device", code="device_error", message=message)
+        self._bus.publish(Error(stage="device", code="device_error", message=message))
         log.error("%s failed (%s); reopening the audio devices", what, message)

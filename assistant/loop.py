@@ -1,10 +1,8 @@
-"""The voice loop: owns the state, listens, runs turns, and survives their failures.
+"""The voice loop: listens, runs turns, and survives their failures.
 
-    idle ─press─▶ listening ─release / VAD end─▶ transcribing ─▶ thinking ─▶ speaking ─▶ idle
-                                   any failure ─▶ error (say so, recover) ─▶ idle / listening
-
-Only this object changes the state; every change is published on the bus.
-Keeping the microphone and speaker open through failures is `assistant.devices`.
+Its states, and which may follow which, are in assistant.states: every change goes
+through the loop's StateMachine. Keeping the microphone and speaker open through
+failures is `assistant.devices`; one turn is `assistant.turn`.
 """
 
 from __future__ import annotations
@@ -13,10 +11,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from assistant import events
 from assistant.aio import cancel_and_wait
 from assistant.audio.earcons import error_earcon
 from assistant.audio.endpointer import (
@@ -34,17 +32,13 @@ from assistant.audio.resample import resample_once
 from assistant.devices import AudioDevices, InputEnded
 from assistant.events import EventBus
 from assistant.failures import describe_failure
-from assistant.ports import AudioBlock, AudioSink, AudioSource, DeviceError
+from assistant.ports import AudioBlock, AudioSink, AudioSource, Button, DeviceError
 from assistant.providers.base import Stages
 from assistant.settings import Settings, Speculate, Trigger
 from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
-from assistant.states import State
+from assistant.states import State, StateMachine
 from assistant.turn import Turn
-
-if TYPE_CHECKING:
-    # Only for the annotation: gpiozero is imported when a button is configured.
-    from hardware.buttons import TalkButton
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +51,7 @@ class VoiceLoop:
         sink: AudioSink,
         stages: Stages,
         bus: EventBus,
-        button: TalkButton | None = None,
+        button: Button | None = None,
         on_devices_open: Callable[[], None] | None = None,
     ) -> None:
         """`on_devices_open` runs each time both devices have (re)opened."""
@@ -74,8 +68,9 @@ class VoiceLoop:
             hands_free=settings.assistant.trigger is Trigger.HANDS_FREE,
             pause_events=settings.vad.speculate is not Speculate.OFF,
         )
+        self._states = StateMachine(bus)
+        self._set_state = self._states.to
         self._speculation = Speculator(settings.vad.speculate, bus, self._set_state)
-        self._state = State.IDLE
         self._turns = 0
         self._input_ended = False
         self._pressed_at: float | None = None
@@ -86,17 +81,12 @@ class VoiceLoop:
 
     @property
     def state(self) -> State:
-        return self._state
-
-    def _set_state(self, state: State) -> None:
-        if state is not self._state:
-            self._state = state
-            self._bus.publish("state", state=state.value, turn=self._turns)
+        return self._states.state
 
     async def run(self) -> None:
         """Listen and answer until a finite microphone runs out (forever on a device)."""
         await self._devices.open()
-        self._bus.publish("ready", trigger=self._settings.assistant.trigger.value)
+        self._bus.publish(events.Ready(trigger=self._settings.assistant.trigger.value))
         try:
             while not self._input_ended:
                 utterance = await self._listen()
@@ -109,7 +99,7 @@ class VoiceLoop:
 
     async def _read(self) -> AudioBlock:
         in_utterance = self._endpointer.in_utterance
-        quiet = not in_utterance and self._state in (State.IDLE, State.LISTENING)
+        quiet = not in_utterance and self.state in (State.IDLE, State.LISTENING)
         try:
             return await self._devices.read(in_utterance=in_utterance, quiet=quiet)
         except InputEnded:
@@ -131,9 +121,9 @@ class VoiceLoop:
         try:
             while True:
                 block = await self._read()
-                events = self._button_edges() if push_to_talk else []
-                events[:0] = self._endpointer.process(block)
-                for event in events:
+                found = self._button_edges() if push_to_talk else []
+                found[:0] = self._endpointer.process(block)
+                for event in found:
                     if (utterance := self._endpointer_result(event)) is not None:
                         return utterance
         except InputEnded:
@@ -154,7 +144,7 @@ class VoiceLoop:
         A long press with no speech in it starts a new conversation.
         """
         assert self._button is not None
-        events: list[EndpointEvent] = []
+        ended_by_release: list[EndpointEvent] = []
         for edge in self._button.pending_events():
             if edge.kind == "pressed" and not self._endpointer.in_utterance:
                 self._pressed_at = edge.t
@@ -169,21 +159,23 @@ class VoiceLoop:
                     and held >= self._settings.button.long_press_s
                 ):
                     self._stages.completion.reset_conversation()
-                    self._bus.publish("conversation_reset", reason="long_press")
+                    self._bus.publish(events.ConversationReset(reason="long_press"))
                 if ended is not None:
-                    events.append(ended)
-        return events
+                    ended_by_release.append(ended)
+        return ended_by_release
 
     def _endpointer_result(self, event: EndpointEvent) -> Utterance | None:
         if isinstance(event, SpeechStarted):
-            self._bus.publish("speech_started", t_speech=event.t)
+            self._bus.publish(events.SpeechStarted(t_speech=event.t))
         elif isinstance(event, SpeechPaused):
             self._speculation.start(event.utterance, self._speculative_turn)
         elif isinstance(event, SpeechResumed):
             self._speculation.discard("resumed")
         elif isinstance(event, UtteranceDropped):
             self._speculation.abandon("dropped")
-            self._bus.publish("utterance_dropped", reason=event.reason, speech_ms=event.speech_ms)
+            self._bus.publish(
+                events.UtteranceDropped(reason=event.reason, speech_ms=event.speech_ms)
+            )
             if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
                 self._set_state(State.IDLE)
         elif isinstance(event, UtteranceEnded):
@@ -194,11 +186,13 @@ class VoiceLoop:
 
     async def _respond(self, utterance: Utterance) -> None:
         self._turns += 1
+        self._states.turn = self._turns
         self._bus.publish(
-            "utterance",
-            turn=self._turns,
-            duration_s=round(utterance.duration, 3),
-            speech_ms=utterance.speech_ms,
+            events.UtteranceCaptured(
+                turn=self._turns,
+                duration_s=round(utterance.duration, 3),
+                speech_ms=utterance.speech_ms,
+            )
         )
         if (speculation := self._speculation.adopt(utterance)) is not None:
             # Started at a pause that turned out to be the end: already under way.
@@ -254,9 +248,9 @@ class VoiceLoop:
         try:
             while True:
                 block = await self._read()
-                events = self._endpointer.process(block)
-                if by_voice and any(isinstance(e, SpeechStarted) for e in events):
-                    self._bus.publish("barge_in", by="voice", t=events[0].t)
+                heard = self._endpointer.process(block)
+                if by_voice and any(isinstance(e, SpeechStarted) for e in heard):
+                    self._bus.publish(events.BargeIn(by="voice", t=heard[0].t))
                     return True
         except InputEnded:
             return False
@@ -277,14 +271,14 @@ class VoiceLoop:
             if edge.kind == "pressed":
                 self._pressed_at = edge.t
                 self._endpointer.begin_manual(edge.t)
-                self._bus.publish("barge_in", by="button", t=edge.t)
+                self._bus.publish(events.BargeIn(by="button", t=edge.t))
                 return True
 
     async def _report_failure(self, exc: BaseException) -> None:
         failure = describe_failure(exc)
         self._set_state(State.ERROR)
         spoken = message_for(failure)
-        self._bus.publish("error", turn=self._turns, spoken=spoken, **failure)
+        self._bus.publish(events.Error(turn=self._turns, spoken=spoken, **failure))
         log.error(
             "turn %d failed in %s: %s: %s",
             self._turns,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 
 class Trigger(StrEnum):
@@ -16,6 +17,9 @@ class Trigger(StrEnum):
     """VAD alone opens and closes each utterance (lab bench, kiosk)."""
     PUSH_TO_TALK = "push_to_talk"
     """Audio is captured while the talk button is held; the release ends it."""
+    TOGGLE = "toggle"
+    """A tap of the talk button starts listening; the VAD's end of speech or a second tap
+    ends the question; a tap during an answer interrupts it and listens."""
 
 
 class Speculate(StrEnum):
@@ -60,6 +64,14 @@ class AssistantSettings:
     (In push-to-talk a press always interrupts.)"""
     watchdog_s: float = 15.0
     """Exit (for systemd to restart) when the event loop has not turned for this long; 0 = off."""
+    follow_up_s: float = 0.0
+    """After an answer has finished playing, listen this long without a button press (with
+    the listening earcon); speech then is a new turn of the same conversation. 0 = off."""
+    listen_timeout_s: float = 8.0
+    """Toggle mode: after a tap with no speech, listening stops after this long."""
+    state_dir: str = ""
+    """Where small state (the volume) is kept; "" = systemd's StateDirectory, else
+    $XDG_STATE_HOME/voice-assistant (~/.local/state/voice-assistant)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,14 @@ class AudioSettings:
     """Ring buffer ahead of the speaker; writers wait when it is full."""
     device_timeout_s: float = 2.0
     """A device that delivers nothing for this long is treated as gone."""
+    echo_tail_ms: int = 200
+    """Half-duplex: what the microphone captures while the device plays, and this long after
+    (the speaker's latency plus the room's echo), is replaced by silence: the device never
+    hears, answers or uploads its own sounds."""
+    speaker_wav_rate: int = 24_000
+    """Rate of the WAV file written in place of the speaker (`run --speaker-wav`, the demo
+    without a sound card) when `output_rate` is 0: 24 kHz is what OpenAI-style voices
+    deliver, so most answers are written without resampling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +138,50 @@ class ButtonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EarconSettings:
+    listening: bool = True
+    """A rising blip when listening starts at a press, a tap or the follow-up window
+    (never in hands-free listening, which has no such moment)."""
+    done: bool = False
+    """A short falling blip when an answer has finished playing."""
+    thinking: bool = True
+    """A soft blip, repeated, while the answer's first audio is late."""
+    thinking_cue_after_ms: int = 800
+    """The thinking cue starts when no answer is heard this long after the end of speech."""
+    error: bool = True
+    """Two falling tones before the spoken explanation of a failure."""
+    tick: bool = True
+    """A tick at the new level when the volume is stepped."""
+    listening_file: str = ""
+    """A WAV file to play instead of the built-in listening earcon ("" = built in)."""
+    done_file: str = ""
+    """A WAV file instead of the built-in done earcon."""
+    thinking_file: str = ""
+    """A WAV file instead of the built-in thinking blip."""
+    error_file: str = ""
+    """A WAV file instead of the built-in error tones."""
+    tick_file: str = ""
+    """A WAV file instead of the built-in volume tick."""
+
+    def file_for(self, earcon: str) -> Path | None:
+        """The configured WAV file of `earcon` (listening, done, ...), if any."""
+        name = getattr(self, f"{earcon}_file")
+        return Path(name).expanduser() if name else None
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeSettings:
+    default_db: float = 0.0
+    """Output level until the volume buttons change it (then the saved level is used)."""
+    step_db: float = 3.0
+    """One press of a volume button."""
+    min_db: float = -30.0
+    """The quietest level the buttons reach."""
+    max_db: float = 6.0
+    """The loudest; above 0 dB loud peaks are clipped rather than wrapped."""
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     connect_timeout_s: float = 5.0
     """TCP + TLS connect limit for every service."""
@@ -132,6 +196,9 @@ class HttpSettings:
     tts_first_audio_timeout_s: float = 8.0
     """Longest wait for one voice's first audio of a sentence; then the next voice in the
     chain (in the end the local one) says it, within what is left of `tts_timeout_s`."""
+    warm_up_timeout_s: float = 5.0
+    """Longest wait for each service's connections to open, at start and when speech
+    starts after a quiet spell; a slower service is left to connect on its first turn."""
     retries: int = 1
     """Extra attempts of a request that is safe to repeat (an utterance's upload, a
     sentence's synthesis before it plays) after a transient failure: connection lost or
@@ -158,6 +225,11 @@ class DifySettings:
     """`streaming` (SSE, speech starts early) or `blocking` (one JSON answer)."""
     inputs: dict[str, str] = field(default_factory=dict)
     """Values for the app's `user_input_form` variables."""
+    question_variable: str = "auto"
+    """The input variable the transcript is sent in, besides `query` (newer Text Generator
+    apps read their question from `inputs`, and ignore the legacy `query`). `auto`: `query`
+    if the app's form has it, else its only required text variable that `inputs` does not
+    give, else none; "" = `query` only. Cut to the variable's `max_length` if longer."""
     voice: str = ""
     """TTS voice for /text-to-audio; "" = the app's configured voice."""
     app: str = "completion"
@@ -267,4 +339,6 @@ class Settings:
     openai: OpenAISettings = field(default_factory=OpenAISettings)
     convai: ConvaiSettings = field(default_factory=ConvaiSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    earcons: EarconSettings = field(default_factory=EarconSettings)
+    volume: VolumeSettings = field(default_factory=VolumeSettings)
     devserver: DevServerSettings = field(default_factory=DevServerSettings)

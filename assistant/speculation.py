@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from assistant import events
 from assistant.aio import cancel_and_wait
 from assistant.audio.endpointer import Utterance
-from assistant.events import EventBus
+from assistant.events import Event, EventBus
 from assistant.failures import describe_failure
 from assistant.settings import Speculate
 from assistant.states import State
@@ -67,8 +68,8 @@ class Gate:
         else:
             self._held.append(action)
 
-    def publish(self, kind: str, **data: Any) -> None:
-        self.call(partial(self._bus.publish, kind, **data))
+    def publish(self, event: Event) -> None:
+        self.call(partial(self._bus.publish, event))
 
     def set_state(self, state: State) -> None:
         self.call(partial(self._set_state, state))
@@ -193,14 +194,14 @@ class Speculator:
 
     def _publish(self, speculation: Speculation, outcome: str, **extra: Any) -> None:
         utterance = speculation.utterance
-        data: dict[str, Any] = {
-            "turn": speculation.turn.marks.turn,
-            "outcome": outcome,
-            "speech_ms": utterance.speech_ms,
-            "audio_s": round(utterance.duration, 3),
-            "after_ms": round((utterance.t_detected - utterance.t_speech_end) * 1000, 1),
-            **extra,
-        }
-        if outcome != "started":
-            data["transcript"] = speculation.turn.transcript
-        self._bus.publish("speculation", **data)
+        self._bus.publish(
+            events.Speculation(
+                turn=speculation.turn.marks.turn,
+                outcome=outcome,
+                speech_ms=utterance.speech_ms,
+                audio_s=round(utterance.duration, 3),
+                after_ms=round((utterance.t_detected - utterance.t_speech_end) * 1000, 1),
+                transcript=None if outcome == "started" else speculation.turn.transcript,
+                **extra,
+            )
+        )

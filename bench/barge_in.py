@@ -277,11 +277,11 @@ async def press_with_files(
             await sleep_until(t0 + 0.6 + q_len)
             presser.release()
             barge = await presser.barge_in(events)
-            await sleep_until(barge.data["t"] + AFTER_S + 0.1)
+            await sleep_until(barge.t + AFTER_S + 0.1)
         finally:
             await stop(run)
     heard, rate = read_wav(out_path)
-    edge = barge.data["t"]
+    edge = barge.t
     return Press(edge, *silence_after_edge(heard, rate, round((edge - t0) * rate)))
 
 
@@ -306,12 +306,12 @@ async def press_with_pulse(
                 await asyncio.sleep(0.2)
                 presser.release()
                 barge = await presser.barge_in(events)
-                await sleep_until(barge.data["t"] + AFTER_S + 0.1)
+                await sleep_until(barge.t + AFTER_S + 0.1)
             finally:
                 await stop(run)
     finally:
         heard = await asyncio.to_thread(recording.stop)
-    edge = barge.data["t"]
+    edge = barge.t
     index = recording.index_at(edge)
     silent_at, playing = silence_after_edge(heard, recording.rate, index)
     if silent_at is not None:

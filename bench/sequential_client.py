@@ -39,8 +39,6 @@ from hardware.wav_devices import WavFileSink, WavFileSource
 
 BENCH_KEY = "app-bench"
 """The dev server accepts any bearer token."""
-SPEAKER_RATE = 24_000
-"""What the assistant's WAV speaker runs at when no output rate is configured."""
 PLAYED_S = 0.5
 """How much of the answer is queued for playback before the turn is stopped: the turn is
 only measured up to its first audio, like the other systems' turns."""
@@ -99,13 +97,15 @@ async def sequential_turn(base_url: str, question: Path, speaker: Path) -> Seque
     source = WavFileSource(question, block_ms=settings.audio.period_ms)
     sink = WavFileSink(
         speaker,
-        sample_rate=SPEAKER_RATE,
+        # As the assistant's own WAV speaker runs (assistant.app).
+        sample_rate=settings.audio.output_rate or settings.audio.speaker_wav_rate,
         period_ms=settings.audio.period_ms,
         playback_buffer_s=settings.audio.playback_buffer_s,
     )
     try:
-        # The assistant checks the key (and so opens the connection) at start; so does this.
-        await client.parameters()
+        # The assistant checks the key (and so opens the connection) at start, and reads the
+        # app's input form (where the question goes); so does this.
+        await client.warm()
         await source.start()
         await sink.start()
         sink.set_t0(source.t0)

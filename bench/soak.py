@@ -46,7 +46,7 @@ import numpy as np
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.espeak import synthesize
 from assistant.audio.resample import resample_once
-from assistant.events import Event, EventBus, Subscription
+from assistant.events import Event, EventBus, Info, Subscription
 from assistant.ports import CAPTURE_RATE, AudioBlock
 from assistant.settings import (
     AssistantSettings,
@@ -334,7 +334,7 @@ class Soak:
                 seen,
             )
         except TimeoutError:
-            seen.append(Event("timeout", {}))
+            seen.append(Info(turn=turn, message="timeout: the turn never ended"))
         duration = time.monotonic() - spoken_end
         outcome, errors = outcome_of(seen)
         transcripts = [e.data.get("text") for e in seen if e.kind == "transcript"]

@@ -12,7 +12,6 @@ from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockFactory
 
 from assistant.ports import ButtonEvent, DeviceError
-from assistant.settings import ButtonSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ _QUEUE_SIZE = 64
 
 
 def pin_factory_for(name: str) -> Factory | None:
-    """The gpiozero pin factory a ButtonSettings.pin_factory names; None = gpiozero's choice."""
+    """The gpiozero pin factory `name` names: "" = None (gpiozero's choice), "mock"."""
     if name == "":
         return None
     if name == "mock":
@@ -39,28 +38,36 @@ class TalkButton:
 
     def __init__(
         self,
-        settings: ButtonSettings,
         loop: asyncio.AbstractEventLoop,
         *,
-        pin_factory: Factory | None = None,
+        pin: int,
+        bounce_ms: int,
+        pin_factory: Factory | str = "",
     ) -> None:
+        """`pin`: the BCM number of the pin the button pulls to ground.
+        `bounce_ms`: contact debounce time; 0 = none.
+        `pin_factory`: a gpiozero pin factory name ("" = gpiozero's choice, "mock"), in
+        which case the button creates it and closes it with itself; or a factory object,
+        which stays the caller's (tests share one MockFactory between buttons).
+        """
         self._loop = loop
         self._queue: asyncio.Queue[ButtonEvent] = asyncio.Queue(_QUEUE_SIZE)
         self._own_factory: Factory | None = None
-        if pin_factory is None:
-            pin_factory = self._own_factory = pin_factory_for(settings.pin_factory)
-        bounce = settings.bounce_ms / 1000 if settings.bounce_ms > 0 else None
+        factory: Factory | None
+        if isinstance(pin_factory, str):
+            factory = self._own_factory = pin_factory_for(pin_factory)
+        else:
+            factory = pin_factory
+        bounce = bounce_ms / 1000 if bounce_ms > 0 else None
         try:
-            self._button = Button(
-                settings.pin, pull_up=True, bounce_time=bounce, pin_factory=pin_factory
-            )
+            self._button = Button(pin, pull_up=True, bounce_time=bounce, pin_factory=factory)
         except (GPIOZeroError, OSError) as exc:
             self._close_factory()
-            raise DeviceError(f"cannot open the talk button on GPIO{settings.pin}: {exc}") from exc
+            raise DeviceError(f"cannot open the talk button on GPIO{pin}: {exc}") from exc
         self._button.when_pressed = self._on_pressed
         self._button.when_released = self._on_released
         self._closed = False
-        _LOG.info("talk button on GPIO%d (bounce %d ms)", settings.pin, settings.bounce_ms)
+        _LOG.info("talk button on GPIO%d (bounce %d ms)", pin, bounce_ms)
 
     @property
     def is_pressed(self) -> bool:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import pyaudio
 
 from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError
-from assistant.settings import AudioSettings
 from hardware.capture_rate import ToCaptureRate
 from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
@@ -37,7 +36,7 @@ from hardware.pyaudio_support import (
 _LOG = logging.getLogger(__name__)
 
 MIC_RATES = (16_000, 48_000, 44_100)
-"""Tried in order when AudioSettings.input_rate is 0: native 16 kHz needs no resampling."""
+"""Tried in order when no rate is asked for: native 16 kHz needs no resampling."""
 
 _MAX_ADC_AGE_S = 1.0
 """A capture timestamp claiming more age than this is not trusted."""
@@ -56,16 +55,30 @@ class Microphone:
     """PyAudio capture delivering 16 kHz mono int16 blocks of `period_ms` to the loop."""
 
     def __init__(
-        self, settings: AudioSettings, pa: pyaudio.PyAudio | None = None, *, queue_s: float = 2.0
+        self,
+        *,
+        device: str = "",
+        rate: int = 0,
+        period_ms: int,
+        pa: pyaudio.PyAudio | None = None,
+        queue_s: float = 2.0,
     ) -> None:
-        self._settings = settings
+        """`device`: a PortAudio device index, or part of its name; "" = the system default.
+        `rate`: the capture rate in Hz; 0 = the first of MIC_RATES the device accepts.
+        `period_ms`: the device period, which is also the length of each delivered block.
+        `pa`: a PyAudio to share (left running on close); None = one of its own per start.
+        `queue_s`: audio held for a loop that falls behind before the oldest block goes.
+        """
+        self._device = device
+        self._rate = rate
+        self._period_ms = period_ms
         self._pa_given = pa
         self._pa: pyaudio.PyAudio | None = None
         self._opened: Opened | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # (sequence number, block): a hole in the numbering marks lost audio.
         self._queue: asyncio.Queue[tuple[int, _Captured]] = asyncio.Queue(
-            max(2, round(queue_s * 1000 / max(1, settings.period_ms)))
+            max(2, round(queue_s * 1000 / max(1, period_ms)))
         )
         self._delivered = 0
         self._last_read: int | None = None
@@ -116,15 +129,15 @@ class Microphone:
         pa = self._pa_given or await run_blocking(
             new_portaudio, "initialising PortAudio", release=terminate_portaudio
         )
-        rates = (self._settings.input_rate,) if self._settings.input_rate else MIC_RATES
+        rates = (self._rate,) if self._rate else MIC_RATES
         try:
             opened = await run_blocking(
                 lambda: open_stream(
                     pa,
-                    self._settings.input_device,
+                    self._device,
                     "input",
                     rates,
-                    self._settings.period_ms,
+                    self._period_ms,
                     self._on_audio,
                 ),
                 "opening the microphone",
@@ -136,7 +149,7 @@ class Microphone:
             raise
         self._callback_rate = opened.rate
         self._converter = ToCaptureRate(
-            opened.rate, opened.channels, CAPTURE_RATE * self._settings.period_ms // 1000
+            opened.rate, opened.channels, CAPTURE_RATE * self._period_ms // 1000
         )
         self._ready.clear()
         self._delivered = 0
@@ -156,7 +169,7 @@ class Microphone:
             raise
         described = (
             f"microphone {opened.name!r}: {opened.rate} Hz x{opened.channels}, "
-            f"{self._settings.period_ms} ms periods"
+            f"{self._period_ms} ms periods"
         )
         # Said once: a reopen that changes nothing (every retry in an outage) is not news.
         _LOG.log(logging.DEBUG if described == self._described else logging.INFO, "%s", described)

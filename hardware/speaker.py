@@ -26,7 +26,6 @@ import numpy as np
 import pyaudio
 
 from assistant.ports import DeviceError
-from assistant.settings import AudioSettings
 from hardware.playback import PlaybackQueue, as_mono_int16
 from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
@@ -43,7 +42,7 @@ from hardware.pyaudio_support import (
 _LOG = logging.getLogger(__name__)
 
 SPEAKER_RATES = (48_000, 44_100, 24_000, 16_000)
-"""Tried in order when AudioSettings.output_rate is 0."""
+"""Tried in order when no rate is asked for."""
 IDLE_CLOSE_S = 2.0
 """The output stream is closed after this long with nothing to play."""
 
@@ -51,8 +50,28 @@ IDLE_CLOSE_S = 2.0
 class Speaker:
     """PyAudio playback pulling from a ring buffer; the stream is open only while needed."""
 
-    def __init__(self, settings: AudioSettings, pa: pyaudio.PyAudio | None = None) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        *,
+        device: str = "",
+        rate: int = 0,
+        period_ms: int,
+        playback_buffer_s: float,
+        device_timeout_s: float,
+        pa: pyaudio.PyAudio | None = None,
+    ) -> None:
+        """`device`: a PortAudio device index, or part of its name; "" = the system default.
+        `rate`: the playback rate in Hz; 0 = the first of SPEAKER_RATES the device accepts.
+        `period_ms`: the device period (how much each callback copies out of the ring).
+        `playback_buffer_s`: the ring's size; `play()` waits while it is full.
+        `device_timeout_s`: a stream PortAudio has not pulled from for this long is broken.
+        `pa`: a PyAudio to share (left running on close); None = one of its own per start.
+        """
+        self._device = device
+        self._asked_rate = rate
+        self._period_ms = period_ms
+        self._buffer_s = playback_buffer_s
+        self._device_timeout_s = device_timeout_s
         self._pa_given = pa
         self._pa: pyaudio.PyAudio | None = None
         self._queue: PlaybackQueue | None = None
@@ -125,7 +144,7 @@ class Speaker:
             new_portaudio, "initialising PortAudio", release=terminate_portaudio
         )
         self._pa = pa
-        rates = (self._settings.output_rate,) if self._settings.output_rate else SPEAKER_RATES
+        rates = (self._asked_rate,) if self._asked_rate else SPEAKER_RATES
         try:
             async with self._switch:
                 opened = await self._open(rates)
@@ -135,13 +154,13 @@ class Speaker:
                 await run_quietly(lambda: terminate_portaudio(pa), "releasing PortAudio")
             raise
         self._name, self._rate = opened.name, opened.rate
-        capacity = max(1, round(self._settings.playback_buffer_s * opened.rate))
+        capacity = max(1, round(self._buffer_s * opened.rate))
         self._queue = PlaybackQueue(capacity, loop, threaded=True)
         self._live = (opened, self._queue)
         described = (
             f"speaker {opened.name!r}: {opened.rate} Hz x{opened.channels}, "
-            f"{self._settings.period_ms} ms periods, "
-            f"{self._settings.playback_buffer_s:.1f} s buffer"
+            f"{self._period_ms} ms periods, "
+            f"{self._buffer_s:.1f} s buffer"
         )
         # Said once: a reopen that changes nothing (every retry in an outage) is not news.
         _LOG.log(logging.DEBUG if described == self._described else logging.INFO, "%s", described)
@@ -233,10 +252,10 @@ class Speaker:
         opened = await run_blocking(
             lambda: open_stream(
                 pa,
-                self._settings.output_device,
+                self._device,
                 "output",
                 rates,
-                self._settings.period_ms,
+                self._period_ms,
                 self._on_output,
             ),
             "opening the speaker",
@@ -244,7 +263,7 @@ class Speaker:
         )
         self._channels = opened.channels
         self._latency = float(opened.stream.get_output_latency())
-        self._period_buf = np.zeros(opened.rate * self._settings.period_ms // 1000, np.int16)
+        self._period_buf = np.zeros(opened.rate * self._period_ms // 1000, np.int16)
         self._idle_frames = round(IDLE_CLOSE_S * opened.rate)
         self._dry_frames = 0
         self._idle_noted = False
@@ -316,7 +335,7 @@ class Speaker:
         except DeviceError as exc:
             return str(exc)
         silent_for = time.monotonic() - self._last_callback
-        if silent_for > self._settings.device_timeout_s:
+        if silent_for > self._device_timeout_s:
             return f"PortAudio has not pulled audio for {silent_for:.1f} s"
         return None
 

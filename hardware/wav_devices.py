@@ -138,8 +138,8 @@ class WavFileSink:
     def __init__(
         self,
         path: str | Path,
-        sample_rate: int = 24_000,
-        period_ms: int = 20,
+        sample_rate: int,
+        period_ms: int,
         t0: float | None = None,
         *,
         playback_buffer_s: float = 2.0,

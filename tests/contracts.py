@@ -1,9 +1,13 @@
-"""Check every request the dev server receives against the upstream API documents.
+"""Check every request the dev server receives, and every JSON body it answers, against the
+upstream API documents.
 
 `ContractChecker` loads the documents in `tests/contracts/` once; `checker.middleware(sink)`
 is an aiohttp middleware that validates each request with a document before the dev server
-answers it and appends a `Violation` to `sink` when it does not validate. The request is
-answered as usual either way: a violation fails the test (see conftest.py), not the request.
+answers it, and the answer when it is JSON (a blocking answer, /parameters, /info, an error
+envelope), and appends a `Violation` to `sink` for each that does not validate. The request
+is answered as usual either way: a violation fails the test (see conftest.py), not the
+request. Answers a fault armed on purpose (`Fault`) are not checked: they are wrong by
+design. Streamed bodies (SSE, audio) are not checked here.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from jsonschema_path import SchemaPath
 from openapi_core import Config, OpenAPI
-from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest
+from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest, AIOHTTPOpenAPIWebResponse
 from openapi_core.templating.paths.exceptions import PathError
 from openapi_core.templating.paths.finders import APICallPathFinder
+from openapi_core.templating.responses.exceptions import ResponseNotFound
 from openapi_core.validation.request.exceptions import RequestBodyValidationError
 from openapi_core.validation.schemas import (
     oas30_write_schema_validators_factory,
     oas31_schema_validators_factory,
 )
 from openapi_core.validation.schemas.exceptions import InvalidSchemaValue
+
+from assistant.devserver.middleware import RECORD_KEY
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
 """The documents, copied from ../shared/reference/ (see contracts/README.md)."""
@@ -43,6 +50,8 @@ DIFY_COMPLETION = "dify_openapi_completion.json"
 DIFY_CHAT = "dify_openapi_chat.json"
 OPENAI_AUDIO = "openai_audio_openapi.yaml"
 CONVAI_TTS = "convai_tts.schema.json"
+DIFY_ERROR = "dify_error.schema.json"
+DIFY_DOCUMENTS = (DIFY_COMPLETION, DIFY_CHAT)
 UPSTREAM_DOCUMENTS = (DIFY_COMPLETION, DIFY_CHAT, OPENAI_AUDIO)
 """The byte-for-byte copies of ../shared/reference/ documents."""
 
@@ -57,6 +66,7 @@ _OPENAPI_ROUTES: tuple[tuple[str, str], ...] = (
     (f"{API_BASE}/audio-to-text", DIFY_COMPLETION),
     (f"{API_BASE}/text-to-audio", DIFY_COMPLETION),
     (f"{API_BASE}/parameters", DIFY_COMPLETION),
+    (f"{API_BASE}/info", DIFY_COMPLETION),
     (f"{API_BASE}/chat-messages", DIFY_CHAT),
     (f"{API_BASE}/audio/speech", OPENAI_AUDIO),
     (f"{API_BASE}/audio/transcriptions", OPENAI_AUDIO),
@@ -64,17 +74,42 @@ _OPENAPI_ROUTES: tuple[tuple[str, str], ...] = (
 """(path, document): the path itself and everything below it (e.g. `/{task_id}/stop`)."""
 
 
+_FORM_CONTROL_WRAPPERS = {
+    "TextInputControlWrapper": "text-input",
+    "ParagraphControlWrapper": "paragraph",
+    "SelectControlWrapper": "select",
+}
+"""`UserInputFormItem` is `oneOf` these wrappers, none of which requires its one property:
+every form item then matches all three and no non-empty `user_input_form` validates (the
+document's own example included). Each wrapper is given `required: [its property]` in memory,
+which is what the titles ("Text Input", "Paragraph", "Select") mean; the copies stay
+byte-for-byte."""
+
+_TRANSCRIPTION_ANSWER = ("paths", "/audio/transcriptions", "post", "responses", "200", "content")
+"""The OpenAI slice's transcription answer is `oneOf` Json, VerboseJson and DiarizedJson,
+which share their required fields: a `verbose_json` answer (with OpenAI's `task` in it)
+matches all three, so none would validate. It is loaded as `anyOf` (in memory): a `json`
+answer is checked in full, the others as far as one of the three schemas goes."""
+
+_NULL_BODY_ANSWERS = {f"{API_BASE}/text-to-audio"}
+"""Where Dify answers `200 null` outside the document (API_NOTES.md: an unknown or another
+user's message_id; the service returns None)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
-    """One request that does not match its document."""
+    """One request, or one answer, that does not match its document."""
 
     method: str
     path: str
     document: str
     error: str
+    kind: str = "request"
+    """`request`, or `response`: the dev server's answer broke the document."""
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path} (against {self.document}):\n{self.error}"
+        what = "" if self.kind == "request" else ", its answer"
+        return f"{self.method} {self.path}{what} (against {self.document}):\n{self.error}"
 
 
 class _FullContentTypeRequest(AIOHTTPOpenAPIWebRequest):
@@ -95,6 +130,16 @@ def _load_openapi(path: Path, *, validate_document: bool) -> OpenAPI:
     # Upstream's servers are https://api.dify.ai/v1 and https://api.openai.com/v1; the dev
     # server answers the same paths under /v1 on any host.
     document["servers"] = [{"url": API_BASE}]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name, control in _FORM_CONTROL_WRAPPERS.items():
+        if name in schemas:
+            schemas[name]["required"] = [control]
+    content: Any = document
+    for key in _TRANSCRIPTION_ANSWER:
+        content = content.get(key, {}) if isinstance(content, dict) else {}
+    answer = content.get("application/json", {}).get("schema", {})
+    if "oneOf" in answer:
+        answer["anyOf"] = answer.pop("oneOf")
     if validate_document:
         return OpenAPI.from_dict(document)
     return OpenAPI.from_dict(document, config=Config(spec_validator_cls=None))
@@ -135,9 +180,8 @@ class ContractChecker:
             # document itself does not validate, the request schemas are fine.
             OPENAI_AUDIO: _load_openapi(directory / OPENAI_AUDIO, validate_document=False),
         }
-        schema = json.loads((directory / CONVAI_TTS).read_text(encoding="utf-8"))
-        Draft202012Validator.check_schema(schema)
-        self._convai = Draft202012Validator(schema)
+        self._convai = _json_schema(directory / CONVAI_TTS)
+        self._dify_error = _json_schema(directory / DIFY_ERROR)
 
     @staticmethod
     def document_for(method: str, path: str) -> str | None:
@@ -180,6 +224,60 @@ class ContractChecker:
             return None
         return "\n".join(_describe(error) for error in errors)
 
+    def check_response(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> Violation | None:
+        """Validate the JSON body answered to a documented request; None if it conforms or
+        is not checked (a stream, not JSON, the Convai API, a faulted answer)."""
+        document = self.document_for(request.method, request.path)
+        if document not in self._openapi or not _checked_answer(request, response):
+            return None
+        assert isinstance(response, web.Response)
+        try:
+            error = self._check_answer(document, request, response)
+        except Exception as exc:  # a crash of the validator is a finding too
+            error = f"the check itself failed:\n{_describe(exc)}"
+        if error is None:
+            return None
+        return Violation(
+            request.method,
+            request.path_qs,
+            document,
+            f"HTTP {response.status}: {error}",
+            "response",
+        )
+
+    def _check_answer(
+        self, document: str, request: web.Request, response: web.Response
+    ) -> str | None:
+        body = response.body if isinstance(response.body, bytes) else b""
+        problems: list[str] = []
+        if document in DIFY_DOCUMENTS and response.status >= 400:
+            # The documents give error answers examples only: Dify's envelope is checked
+            # against dify_error.schema.json, and its `status` against the HTTP status.
+            envelope = json.loads(body)
+            problems += [
+                f"at {'/'.join(map(str, e.absolute_path)) or '(body)'}: {e.message}"
+                for e in sorted(self._dify_error.iter_errors(envelope), key=str)
+            ]
+            if isinstance(envelope, dict) and envelope.get("status") != response.status:
+                problems.append(f"`status` {envelope.get('status')!r} is not {response.status}")
+        if (
+            request.path in _NULL_BODY_ANSWERS
+            and response.status == 200
+            and body.strip() == b"null"
+        ):
+            return "\n".join(problems) or None
+        wrapped = _FullContentTypeRequest(request, body=None)
+        result = self._openapi[document].unmarshal_response(
+            wrapped, AIOHTTPOpenAPIWebResponse(response)
+        )
+        for error in result.errors:
+            if isinstance(error, ResponseNotFound):
+                continue  # an undocumented status: only the envelope check applies
+            problems.append(_describe(error))
+        return "\n".join(problems) or None
+
     def _check_convai(self, request: web.Request, body: bytes) -> str | None:
         problems: list[str] = []
         if not request.headers.get(CONVAI_KEY_HEADER):
@@ -212,9 +310,27 @@ class ContractChecker:
             violation = self.check(request, body)
             if violation is not None:
                 sink.append(violation)
-            return await handler(request)
+            response = await handler(request)
+            answered = self.check_response(request, response)
+            if answered is not None:
+                sink.append(answered)
+            return response
 
         return contract_middleware
+
+
+def _json_schema(path: Path) -> Draft202012Validator:
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _checked_answer(request: web.Request, response: web.StreamResponse) -> bool:
+    """A whole JSON body the dev server produced itself (not one a fault armed)."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return False
+    record = request.get(RECORD_KEY)
+    return record is None or not record.details.get("fault")
 
 
 class _FormError(ValueError):

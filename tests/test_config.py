@@ -113,6 +113,12 @@ def test_key_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         ("[openai]\nstt_model = 'whisper-2'", "openai.stt_model", "whisper-1"),
         ("[convai]\nencoding = 'ogg'", "convai.encoding", "wav, mp3"),
         ("[dify]\napp = 'agent'", "dify.app", "completion, chat"),
+        ("[dify]\nquestion_variable = 'the question'", "dify.question_variable", '"auto", ""'),
+        (
+            "[dify]\nquestion_variable = 'city'\n[dify.inputs]\ncity = 'Paris'",
+            "dify.question_variable",
+            "also given in [dify.inputs]",
+        ),
         ("[vad\n", "--config", "not valid TOML"),
     ],
 )

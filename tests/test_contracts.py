@@ -7,13 +7,16 @@ tests that send broken requests on purpose are marked `invalid_requests`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from contracts import (
     CONTRACTS_DIR,
     CONVAI_TTS,
@@ -25,7 +28,7 @@ from contracts import (
     Violation,
 )
 
-from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
+from assistant.devserver import DevServerOptions, Fault, RunningDevServer, start_devserver
 
 pytest_plugins = ["pytester"]
 
@@ -103,6 +106,7 @@ def test_copies_equal_the_shared_reference(name: str) -> None:
         ("POST", "/v1/audio-to-text", DIFY_COMPLETION),
         ("POST", "/v1/text-to-audio", DIFY_COMPLETION),
         ("GET", "/v1/parameters", DIFY_COMPLETION),
+        ("GET", "/v1/info", DIFY_COMPLETION),
         ("POST", "/v1/chat-messages", DIFY_CHAT),
         ("POST", "/v1/chat-messages/task-1/stop", DIFY_CHAT),
         ("POST", "/v1/audio/speech", OPENAI_AUDIO),
@@ -281,14 +285,24 @@ async def test_dify_request_without_bearer_token_is_a_violation(
     assert only(violations).document == DIFY_COMPLETION
 
 
+def _run_with_the_real_conftest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str
+) -> pytest.RunResult:
+    """Run the test module `test` through the real conftest.py, in a separate pytest run."""
+    pytester.makeconftest((TESTS_DIR / "conftest.py").read_text(encoding="utf-8"))
+    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
+    pytester.makepyfile(test_module=test)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
+
+
 def test_session_check_fails_the_test_that_sent_a_bad_request(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the real conftest.py, in a separate pytest run: a bad request fails its test."""
-    pytester.makeconftest((TESTS_DIR / "conftest.py").read_text(encoding="utf-8"))
-    monkeypatch.setenv("PYTHONPATH", str(TESTS_DIR))
-    pytester.makepyfile(
-        test_bad="""
+    result = _run_with_the_real_conftest(
+        pytester,
+        monkeypatch,
+        """
         import httpx
         from assistant.devserver import start_devserver
 
@@ -300,9 +314,142 @@ def test_session_check_fails_the_test_that_sent_a_bad_request(
                     await http.post("/completion-messages", json={"user": "u"}, headers=headers)
             finally:
                 await server.stop()
-        """
+        """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
     # The test body passes; the check fails it at teardown, listing the violation.
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*do not match the API documents*", "*'inputs' is a required*"])
+
+
+# --- answers that break their document are recorded ---------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _answering(
+    checker: ContractChecker, violations: list[Violation], path: str, status: int, body: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A bare server behind the check that answers `path` with `body` as JSON."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(body, status=status)
+
+    app = web.Application(middlewares=[checker.middleware(violations)])
+    app.router.add_route("*", path, answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as http:
+            yield http
+    finally:
+        await runner.cleanup()
+
+
+ASK = {"inputs": {}, "query": "Hello", "response_mode": "blocking", "user": "u1"}
+FORM_ITEM = {"label": "Query", "variable": "query", "required": True, "default": ""}
+
+
+async def test_a_json_answer_that_breaks_its_schema_is_a_violation(
+    checker: ContractChecker, violations: list[Violation]
+) -> None:
+    wrong = {"speech_to_text": {"enabled": "yes"}}
+    async with _answering(checker, violations, "/v1/parameters", 200, wrong) as http:
+        await http.get("/v1/parameters")
+    violation = only(violations)
+    assert (violation.kind, violation.document) == ("response", DIFY_COMPLETION)
+    assert "HTTP 200" in violation.error and "'yes' is not of type 'boolean'" in violation.error
+    assert "its answer" in str(violation)
+
+
+async def test_a_blocking_answer_is_checked(
+    checker: ContractChecker, violations: list[Violation]
+) -> None:
+    wrong = {"event": "message", "answer": 42, "created_at": "today"}
+    async with _answering(checker, violations, "/v1/completion-messages", 200, wrong) as http:
+        await http.post("/v1/completion-messages", json=ASK)
+    error = only(violations).error
+    assert "42 is not of type 'string'" in error and "'today' is not of type 'integer'" in error
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, {"code": "invalid_param", "message": "x", "status": 500}, "`status` 500 is not 400"),
+        (400, {"error": "bad"}, "'code' is a required property"),
+        (401, {"code": "unauthorized", "message": 1, "status": 401}, "1 is not of type 'string'"),
+        (
+            429,
+            {"code": "too_many_requests", "message": "x", "status": 429, "x": 1},
+            "'x' was unexp",
+        ),
+    ],
+)
+async def test_error_envelopes_are_checked(
+    checker: ContractChecker,
+    violations: list[Violation],
+    status: int,
+    body: dict[str, Any],
+    expected: str,
+) -> None:
+    async with _answering(checker, violations, "/v1/completion-messages", status, body) as http:
+        await http.post("/v1/completion-messages", json=ASK)
+    assert expected in only(violations).error
+
+
+async def test_a_good_error_envelope_passes(
+    checker: ContractChecker, violations: list[Violation]
+) -> None:
+    body = {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
+    async with _answering(checker, violations, "/v1/parameters", 401, body) as http:
+        await http.get("/v1/parameters")
+    assert violations == []
+
+
+async def test_input_form_items_are_one_control_each(
+    checker: ContractChecker, violations: list[Violation]
+) -> None:
+    # Upstream's oneOf matches any item thrice; the loaded document requires the control.
+    good = {"user_input_form": [{"paragraph": FORM_ITEM}, {"text-input": FORM_ITEM}]}
+    async with _answering(checker, violations, "/v1/parameters", 200, good) as http:
+        await http.get("/v1/parameters")
+    assert violations == []
+    two = {"user_input_form": [{"paragraph": FORM_ITEM, "text-input": FORM_ITEM}]}
+    async with _answering(checker, violations, "/v1/parameters", 200, two) as http:
+        await http.get("/v1/parameters")
+    assert "user_input_form" in only(violations).error
+
+
+async def test_answers_a_fault_made_are_not_checked(
+    server: RunningDevServer, http: httpx.AsyncClient, violations: list[Violation]
+) -> None:
+    server.state.faults.add(Fault("parameters", status=200, body={"text_to_speech": "off"}))
+    assert (await http.get("/v1/parameters")).json() == {"text_to_speech": "off"}
+    assert violations == []
+
+
+def test_session_check_fails_a_test_that_received_a_bad_answer(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even a test that sends broken requests on purpose fails on a bad answer."""
+    result = _run_with_the_real_conftest(
+        pytester,
+        monkeypatch,
+        """
+        import httpx
+        import pytest
+        from assistant.devserver import routes_info, start_devserver
+
+        @pytest.mark.invalid_requests
+        async def test_receives_a_bad_answer(monkeypatch):
+            monkeypatch.setattr(routes_info, "app_parameters", lambda _: {"speech_to_text": []})
+            server = await start_devserver()
+            try:
+                async with httpx.AsyncClient(base_url=server.base_url) as http:
+                    await http.get("/parameters", headers={"Authorization": "Bearer app-x"})
+            finally:
+                await server.stop()
+        """,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*do not match the API documents*", "*its answer*"])

@@ -1,17 +1,22 @@
 """DifyChat over real HTTP against the dev server's /chat-messages: conversation memory,
-resets, a lost conversation, stop, blocking mode, and Agent/Chatflow event streams."""
+resets, a lost conversation, stop, blocking mode, and the streams of Agent and Chatflow
+apps (the dev server's `app_mode`, and canned bodies for rarer shapes)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
-from assistant.devserver import DevServerOptions, Fault, RunningDevServer
+from assistant.devserver import DevServerOptions, Fault, RunningDevServer, start_devserver
+from assistant.devserver.app_streams import AGENT_THOUGHT
 from assistant.devserver.conversations import chat_reply
 from assistant.providers.base import ServiceError
 from assistant.providers.dify import DifyClient, DifyCompletion, make_dify_completion
@@ -80,10 +85,13 @@ async def test_request_body_follows_the_chat_spec(
     seen: list[dict[str, object]] = []
 
     async def capture(request: httpx.Request) -> None:
-        seen.append(json.loads(request.content))
+        if request.method == "POST":
+            seen.append(json.loads(request.content))
 
     client.http.event_hooks["request"].append(capture)
     await _answer(DifyChat(client), QUESTION)
+    # Not warmed up: the app's input form is read first, once, to place the question.
+    assert len(server.state.records("parameters")) == 1
     assert seen == [
         {
             "inputs": {},
@@ -268,3 +276,60 @@ async def test_factory_chooses_by_app_type(server: RunningDevServer) -> None:
     finally:
         await chat_client.aclose()
         await completion_client.aclose()
+
+
+# -- Agent and Chatflow apps as the dev server serves them -------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _app(**options: Any) -> AsyncIterator[tuple[RunningDevServer, DifyClient]]:
+    """A dev server serving the app these options make, and a chat client of it."""
+    server = await start_devserver(options=DevServerOptions(api_key=KEY, **options))
+    dify = _client(server)
+    try:
+        yield server, dify
+    finally:
+        await dify.aclose()
+        await server.stop()
+
+
+async def test_an_agents_answer_is_its_agent_messages(caplog: pytest.LogCaptureFixture) -> None:
+    async with _app(app_mode="agent-chat") as (agent, dify):
+        chat = DifyChat(dify, speech=False)
+        with caplog.at_level(logging.DEBUG, "assistant.providers.dify_stream"):
+            deltas = [d async for d in chat.stream(QUESTION)]
+        assert await _answer(chat, FOLLOW_UP) == chat_reply(FOLLOW_UP, 2)
+    assert "".join(d.text for d in deltas) == chat_reply(QUESTION, 1)
+    assert all(d.replace is None and not d.audio for d in deltas)
+    assert AGENT_THOUGHT not in "".join(d.text for d in deltas)
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("agent thought" in line and AGENT_THOUGHT in line for line in debug)
+    assert any("image file" in line and "not spoken" in line for line in debug)
+    # The tool file's URL is signed: it is never logged.
+    assert "sign=" not in caplog.text and "/files/tools/" not in caplog.text
+    records = agent.state.records("chat-messages")
+    assert [r.details["requested_conversation_id"] for r in records] == ["", chat.conversation_id]
+
+
+async def test_a_chatflow_answer_ends_at_message_end_and_the_rest_is_read() -> None:
+    async with _app(app_mode="advanced-chat") as (chatflow, dify):
+        chat = DifyChat(dify, speech=False)
+        assert await _answer(chat, QUESTION) == chat_reply(QUESTION, 1)
+        first_id = chat.conversation_id
+        await asyncio.sleep(0.2)  # the rest (workflow_finished) is read in the background
+        assert await _answer(chat, FOLLOW_UP) == chat_reply(FOLLOW_UP, 2)
+    assert chat.conversation_id == first_id
+    first, second = chatflow.state.records("chat-messages")
+    # Read to its end: the connection served the next question too.
+    assert first.client_port == second.client_port
+    assert not first.details.get("disconnected")
+
+
+async def test_a_chatflow_stream_with_its_own_speech_is_read_to_the_end() -> None:
+    options = {"stream_tts": True, "tts_interleave": True, "reply_sentences": 2}
+    async with _app(app_mode="advanced-chat", **options) as (chatflow, dify):
+        deltas = [d async for d in DifyChat(dify).stream(QUESTION)]
+    record = chatflow.state.records("chat-messages")[0]
+    assert "".join(d.text for d in deltas) == chat_reply(QUESTION, 1, 2)
+    assert sum(1 for d in deltas if d.audio) == record.details["tts_pieces"]
+    assert deltas[-1].audio_done and not any(d.audio_done for d in deltas[:-1])

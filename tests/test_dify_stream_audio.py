@@ -1,10 +1,13 @@
-"""Speech carried by the answer stream itself (`tts_message` after `message_end`), and
-/text-to-audio by `message_id`, over real HTTP against the dev server."""
+"""Speech carried by the answer stream itself (`tts_message` after `message_end`, or
+interleaved with the text), and /text-to-audio by `message_id`, over real HTTP against the
+dev server."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +22,10 @@ from assistant.devserver import (
     RunningDevServer,
     reply_for,
     speech_for,
+    start_devserver,
 )
-from assistant.devserver.answers import TTS_PIECE_BYTES
 from assistant.devserver.conversations import chat_reply
+from assistant.devserver.stream_speech import TTS_PIECE_BYTES
 from assistant.providers.base import Delta, ServiceError
 from assistant.providers.dify import DifyClient, DifyCompletion, DifyTextToSpeech
 from assistant.providers.dify_chat import DifyChat
@@ -221,3 +225,47 @@ async def test_audio_that_is_not_base64_is_malformed(
     with pytest.raises(ServiceError) as caught:
         [d async for d in DifyCompletion(client).stream(QUESTION)]
     assert caught.value.code == "malformed_response"
+
+
+# -- speech interleaved with the text (a current Dify's auto-play) --------------------------
+
+
+@contextlib.asynccontextmanager
+async def _interleaving(**latency: float) -> AsyncIterator[DifyClient]:
+    """A client of an app whose speech comes while its text is written (slowly)."""
+    options = DevServerOptions(api_key=KEY, stream_tts=True, tts_interleave=True)
+    server = await start_devserver(options=options)
+    server.state.set_latency(first_token_ms=300, tokens_per_second=25, **latency)
+    dify = _client(server)
+    try:
+        yield dify
+    finally:
+        await dify.aclose()
+        await server.stop()
+
+
+async def test_interleaved_speech_is_passed_on_as_it_comes() -> None:
+    async with _interleaving() as dify:
+        deltas = [d async for d in DifyCompletion(dify).stream(QUESTION)]
+    text_at = [i for i, d in enumerate(deltas) if d.text]
+    audio_at = [i for i, d in enumerate(deltas) if d.audio]
+    assert min(audio_at) < max(text_at) < max(audio_at)  # between the text and after it
+    answer = reply_for(QUESTION)
+    assert "".join(d.text for d in deltas) == answer
+    assert deltas[-1].audio_done
+    duration = _duration([d.audio for d in deltas if d.audio])
+    assert duration == pytest.approx(speech_for(answer).duration, abs=0.1)
+
+
+async def test_without_speech_wanted_the_answer_ends_at_message_end() -> None:
+    # The speech tail is paced in real time (seconds of it): the text does not wait for it.
+    async with _interleaving(tts_speed=1.0) as dify:
+        started = asyncio.get_running_loop().time()
+        deltas = [d async for d in DifyCompletion(dify, speech=False).stream(QUESTION)]
+        took = asyncio.get_running_loop().time() - started
+        # A second question finds the client working (the first body was let go of).
+        again = [d async for d in DifyCompletion(dify, speech=False).stream(QUESTION)]
+    assert "".join(d.text for d in deltas) == reply_for(QUESTION)
+    assert not any(d.audio or d.audio_done for d in deltas)
+    assert took < speech_for(reply_for(QUESTION)).duration / 2
+    assert "".join(d.text for d in again) == reply_for(QUESTION)

@@ -80,7 +80,6 @@ GAP_MS = 7000
 and to say why (up to 4 s), or to be answered, before the second question starts. What the
 microphone hears while the assistant speaks is not listened to."""
 CASES_AT_ONCE = 16
-SPEAKER_RATE = 24_000
 MATCH_SCORE = 0.85
 STALL_S = STAGE_TIMEOUT_S + 1
 """A stalled request hangs up after this: the client has given up by then, and the request
@@ -452,7 +451,7 @@ async def run_case(case: Case, workdir: Path) -> Outcome:
         source = WavFileSource(mic, block_ms=settings.audio.period_ms)
         sink = WavFileSink(
             out,
-            sample_rate=SPEAKER_RATE,
+            sample_rate=settings.audio.speaker_wav_rate,
             period_ms=settings.audio.period_ms,
             playback_buffer_s=settings.audio.playback_buffer_s,
         )

@@ -27,6 +27,8 @@ LOUD = 3000
 """|sample| above this is the test tone, below it silence."""
 WAKE_SLACK_S = 0.1
 """How late an asyncio timer may fire on a loaded 2-core CI machine ("not early" is strict)."""
+BOUNCE_MS = ButtonSettings().bounce_ms
+"""The talk button's configured default debounce."""
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
@@ -434,7 +436,9 @@ def test_capture_conversion_keeps_blocks_regular_and_times_exact() -> None:
 async def test_button_edges_arrive_in_the_loop_with_ordered_times(
     mock_pins: MockFactory,
 ) -> None:
-    button = TalkButton(ButtonSettings(pin=17), asyncio.get_running_loop(), pin_factory=mock_pins)
+    button = TalkButton(
+        asyncio.get_running_loop(), pin=17, bounce_ms=BOUNCE_MS, pin_factory=mock_pins
+    )
     pin = mock_pins.pin(17)
     assert not button.is_pressed
     with pytest.raises(TimeoutError):
@@ -464,7 +468,9 @@ async def test_button_edges_arrive_in_the_loop_with_ordered_times(
 
 
 async def test_button_edges_from_another_thread(mock_pins: MockFactory) -> None:
-    button = TalkButton(ButtonSettings(pin=27), asyncio.get_running_loop(), pin_factory=mock_pins)
+    button = TalkButton(
+        asyncio.get_running_loop(), pin=27, bounce_ms=BOUNCE_MS, pin_factory=mock_pins
+    )
     pin = mock_pins.pin(27)
 
     def press_and_release() -> None:
@@ -482,10 +488,10 @@ async def test_button_edges_from_another_thread(mock_pins: MockFactory) -> None:
     button.close()
 
 
-async def test_button_pin_factory_from_settings() -> None:
+async def test_button_pin_factory_by_name() -> None:
     loop = asyncio.get_running_loop()
-    button = TalkButton(ButtonSettings(pin=22, pin_factory="mock"), loop)
+    button = TalkButton(loop, pin=22, bounce_ms=BOUNCE_MS, pin_factory="mock")
     assert not button.is_pressed
     button.close()
     with pytest.raises(DeviceError, match="pin_factory"):
-        TalkButton(ButtonSettings(pin_factory="nonsense"), loop)
+        TalkButton(loop, pin=17, bounce_ms=BOUNCE_MS, pin_factory="nonsense")

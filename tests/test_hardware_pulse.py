@@ -26,7 +26,9 @@ from hardware.speaker import Speaker
 
 pytestmark = pytest.mark.pulse
 
-BLOCK = CAPTURE_RATE * 20 // 1000
+AUDIO = AudioSettings()
+"""The configured defaults: the devices are tested as the assistant opens them."""
+BLOCK = CAPTURE_RATE * AUDIO.period_ms // 1000
 LOUD = 3000
 FLUSH_BOUND_S = 0.150
 FLUSH_SILENT_S = 0.030
@@ -35,6 +37,21 @@ block ahead and the recorder's ~10 ms delivery are left, and margin."""
 SINK_AHEAD_S = 0.015
 """A null sink renders up to its 10 ms block ahead of the clock: sound "heard" early."""
 """Flush to silence at the sink: a period, PulseAudio's ~40 ms buffer, and margin."""
+
+
+def new_microphone(*, device: str = "", rate: int = 0) -> Microphone:
+    """A Microphone with the configured period, as the assistant builds it."""
+    return Microphone(device=device, rate=rate, period_ms=AUDIO.period_ms)
+
+
+def new_speaker(*, device: str = "", playback_buffer_s: float = AUDIO.playback_buffer_s) -> Speaker:
+    """A Speaker with the configured period and device timeout, as the assistant builds it."""
+    return Speaker(
+        device=device,
+        period_ms=AUDIO.period_ms,
+        playback_buffer_s=playback_buffer_s,
+        device_timeout_s=AUDIO.device_timeout_s,
+    )
 
 
 @functools.cache
@@ -80,7 +97,7 @@ async def test_microphone_captures_speech(
 ) -> None:
     samples, rate = speech()
     reference = soxr.resample(samples, rate, CAPTURE_RATE)
-    mic = Microphone(AudioSettings(input_rate=input_rate))
+    mic = new_microphone(rate=input_rate)
     await mic.start()
     try:
         assert mic.device_rate == device_rate
@@ -116,7 +133,7 @@ async def test_microphone_captures_speech(
 
 
 async def test_microphone_device_selection(pulse: PulseServer) -> None:
-    mic = Microphone(AudioSettings(input_device="PULS"))
+    mic = new_microphone(device="PULS")
     await mic.start()
     try:
         assert mic.device_name == "pulse"
@@ -124,14 +141,14 @@ async def test_microphone_device_selection(pulse: PulseServer) -> None:
     finally:
         await mic.close()
     with pytest.raises(DeviceError, match="'pulse'"):  # the message lists what exists
-        await Microphone(AudioSettings(input_device="no such card")).start()
+        await new_microphone(device="no such card").start()
     with pytest.raises(DeviceError, match="index 99"):
-        await Speaker(AudioSettings(output_device="99")).start()
+        await new_speaker(device="99").start()
 
 
 async def test_speaker_plays_what_it_is_given(pulse: PulseServer, tmp_path: Path) -> None:
     samples, rate = speech()
-    speaker = Speaker(AudioSettings())
+    speaker = new_speaker()
     await speaker.start()
     try:
         assert speaker.sample_rate == 48_000
@@ -167,7 +184,7 @@ async def test_speaker_plays_what_it_is_given(pulse: PulseServer, tmp_path: Path
 
 
 async def test_speaker_backpressure_and_flush(pulse: PulseServer) -> None:
-    speaker = Speaker(AudioSettings(playback_buffer_s=0.5))
+    speaker = new_speaker(playback_buffer_s=0.5)
     await speaker.start()
     try:
         rate = speaker.sample_rate
@@ -197,7 +214,7 @@ async def test_speaker_backpressure_and_flush(pulse: PulseServer) -> None:
 
 
 async def test_vanished_devices_raise_device_error_and_reopen(pulse: PulseServer) -> None:
-    mic, speaker = Microphone(AudioSettings()), Speaker(AudioSettings())
+    mic, speaker = new_microphone(), new_speaker()
     await mic.start()
     await speaker.start()
     try:
@@ -222,7 +239,7 @@ async def test_vanished_devices_raise_device_error_and_reopen(pulse: PulseServer
         await mic.close()
         await speaker.close()
 
-    mic = Microphone(AudioSettings())
+    mic = new_microphone()
     await mic.start()
     try:
         assert len((await mic.read(timeout=1.0)).samples) == BLOCK
@@ -231,7 +248,7 @@ async def test_vanished_devices_raise_device_error_and_reopen(pulse: PulseServer
 
 
 async def test_microphone_hands_over_in_batches_while_allowed(pulse: PulseServer) -> None:
-    mic = Microphone(AudioSettings())
+    mic = new_microphone()
     await mic.start()
     try:
         await mic.read(timeout=1.0)
@@ -267,7 +284,7 @@ async def test_speaker_closes_when_idle_and_reopens_to_play(
     pulse: PulseServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hardware.speaker.IDLE_CLOSE_S", 0.3)
-    speaker = Speaker(AudioSettings())
+    speaker = new_speaker()
     await speaker.start()
     try:
         assert speaker.stream_open
@@ -303,7 +320,7 @@ async def test_speaker_closes_when_idle_and_reopens_to_play(
 async def test_a_failing_callback_is_a_device_error(
     pulse: PulseServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    speaker = Speaker(AudioSettings())
+    speaker = new_speaker()
     await speaker.start()
     try:
 
@@ -318,7 +335,7 @@ async def test_a_failing_callback_is_a_device_error(
     finally:
         await speaker.close()
 
-    mic = Microphone(AudioSettings())
+    mic = new_microphone()
     await mic.start()
     try:
         await mic.read(timeout=1.0)
@@ -341,7 +358,13 @@ async def main():
     if sys.argv[1] == "bare":
         pyaudio.PyAudio()  # PortAudio's scan alone, nothing released
     else:
-        mic, speaker = Microphone(AudioSettings()), Speaker(AudioSettings())
+        audio = AudioSettings()
+        mic = Microphone(period_ms=audio.period_ms)
+        speaker = Speaker(
+            period_ms=audio.period_ms,
+            playback_buffer_s=audio.playback_buffer_s,
+            device_timeout_s=audio.device_timeout_s,
+        )
         await mic.start()
         await speaker.start()
         block = await mic.read(timeout=1.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.events import Event
+from assistant.events import Marks, StateChanged
 from assistant.heap import HeapTrimmer
 
 
@@ -28,10 +28,10 @@ async def test_a_turns_end_trims_the_heap_holes_it_left() -> None:
     kept = blocks[1::2]
     del blocks
     before = _rss_mb()
-    trimmer.on_event(Event("state", {}))  # not a turn's end: nothing happens
+    trimmer.on_event(StateChanged(state="idle", turn=0))  # not a turn's end: nothing happens
     await asyncio.sleep(0.1)
     assert trimmer.trims == 0
-    trimmer.on_event(Event("marks", {"turn": 1}))
+    trimmer.on_event(Marks(turn=1))
     await asyncio.sleep(0.2)
     assert trimmer.trims == 1
     assert before - _rss_mb() > 15, "about 30 MB of holes should have been returned"

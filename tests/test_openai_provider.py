@@ -15,7 +15,6 @@ from audio_samples import concat, silence, speech_16k
 
 from assistant.audio.decoders import SniffingDecoder
 from assistant.audio.wav import encode_wav
-from assistant.config import OPENAI_FORMATS
 from assistant.devserver import (
     DevServerOptions,
     Fault,
@@ -35,6 +34,7 @@ from assistant.providers.openai import (
     openai_voices,
     split_input,
 )
+from assistant.providers.openai_names import OPENAI_FORMATS
 from assistant.settings import HttpSettings, OpenAISettings, Secret
 
 KEY = "sk-test-key"

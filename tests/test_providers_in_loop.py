@@ -58,6 +58,7 @@ async def _turns(
     settings: Settings,
     *questions: str,
     gap_ms: int = 1200,
+    bus: EventBus | None = None,
 ) -> tuple[list[dict[str, Any]], Any, int]:
     """Ask `questions` with `gap_ms` after each (the next is heard only once the
     previous answer has played); return the events and what the speaker played."""
@@ -67,7 +68,7 @@ async def _turns(
     mic = tmp_path / "mic.wav"
     mic.write_bytes(encode_wav(concat(*parts), 16_000))
     out, events = tmp_path / "out.wav", tmp_path / "events.jsonl"
-    await asyncio.wait_for(run_assistant(settings, RunOptions(mic, out, events)), 120)
+    await asyncio.wait_for(run_assistant(settings, RunOptions(mic, out, events), bus), 120)
     heard, rate = read_wav(out)
     return [json.loads(line) for line in events.read_text().splitlines()], heard, rate
 
@@ -117,13 +118,48 @@ async def test_dify_in_stream_speech_needs_no_text_to_audio(
     _assert_spoken_in_order(heard, rate, [reply_for(QUESTION)])
 
 
+async def test_dify_stream_speech_interleaved_with_the_text_is_all_played_in_order(
+    server: RunningDevServer, tmp_path: Path
+) -> None:
+    # A current Dify's auto-play: speech events between the text events, the rest after
+    # message_end. The text comes slowly, the speech as soon as its sentence is written.
+    tokens_per_second = 8
+    server.state.set_latency(
+        stream_tts=True, tts_interleave=True, tokens_per_second=tokens_per_second
+    )
+    settings = _settings(server, providers={"tts": "dify-stream"})
+    events, heard, rate = await _turns(server, tmp_path, settings, QUESTION)
+    answer = reply_for(QUESTION)
+    assert _texts(events, "answer") == [answer]
+    assert "error" not in [e["kind"] for e in events]
+    assert server.state.records("text-to-audio") == []
+    record = server.state.records("completion-messages")[0]
+    assert 0 < record.details["tts_pieces_before_end"] < record.details["tts_pieces"]
+    # Every piece played, in order: the whole answer's speech is heard as one.
+    _assert_spoken_in_order(heard, rate, [answer])
+    # The audio did not wait for the text: it started well before the text was complete...
+    text_s = (len(answer.split()) - 1) / tokens_per_second
+    [marks] = [e for e in events if e["kind"] == "marks"]
+    assert (marks["first_audio"] - marks["first_token"]) / 1000 < text_s / 2
+    # ...and the text did not wait for the audio (about 13 s of it).
+    sentence_t = [e["t"] for e in events if e["kind"] == "sentence"]
+    assert sentence_t[-1] - sentence_t[0] < text_s + 1.0
+
+
 async def test_dify_stream_without_audio_falls_back_to_sentences(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
-    # The app's auto-play is off: the stream carries no speech, so the local voice speaks.
+    # The app auto-plays at start (so the start-up check lets dify-stream be), then its
+    # streams carry no speech after all: the sentences are said by the local voice.
+    server.state.set_latency(stream_tts=True)
+    bus = EventBus()
+    bus.add_listener(
+        lambda event: event.kind == "ready" and server.state.set_latency(stream_tts=False)
+    )
     settings = _settings(server, providers={"tts": "dify-stream"})
-    events, heard, rate = await _turns(server, tmp_path, settings, QUESTION)
+    events, heard, rate = await _turns(server, tmp_path, settings, QUESTION, bus=bus)
     assert "error" not in [e["kind"] for e in events]
+    assert server.state.records("completion-messages")[0].details.get("tts_pieces") is None
     _assert_spoken_in_order(heard, rate, _texts(events, "sentence"))
 
 

@@ -180,7 +180,7 @@ async def test_press_during_the_answer_silences_it_and_takes_the_new_question(
     # What the speaker played: the first answer until the press, then silence
     # within a period or two, until the second answer.
     heard, rate = read_wav(out_path)
-    edge = barge.data["t"] - t0
+    edge = barge.t - t0
     loud = np.flatnonzero(np.abs(heard.astype(np.int32)) > 300) / rate
     before = loud[loud < edge]
     assert len(before) and edge - before[-1] < 0.3, "the first answer was playing"

@@ -239,14 +239,14 @@ async def test_a_warm_up_failure_is_reported_not_raised(server: RunningDevServer
 async def test_speech_after_a_quiet_spell_rewarms_the_connections(
     server: RunningDevServer, dify: DifyClient
 ) -> None:
-    from assistant.events import Event
+    from assistant.events import SpeechStarted
 
     warmer = ConnectionWarmer({"dify": dify}, {"dify": 2}, rewarm_after_s=0.5)
     now = time.monotonic()
-    warmer.on_event(Event("speech_started", {}, t=now))  # right after start: not quiet
+    warmer.on_event(SpeechStarted(t_speech=now, t=now))  # right after start: not quiet
     await asyncio.sleep(0.1)
     assert server.state.records("parameters") == []
-    warmer.on_event(Event("speech_started", {}, t=now + 1.0))
+    warmer.on_event(SpeechStarted(t_speech=now + 1.0, t=now + 1.0))
     for _ in range(50):
         if len(server.state.records("parameters")) == 2:
             break

@@ -32,7 +32,7 @@ from assistant.audio.endpointer import (
 from assistant.audio.wav import encode_wav
 from assistant.config import ConfigError, load_config
 from assistant.devserver import DevServerOptions, RunningDevServer, reply_for, speech_for
-from assistant.events import Event, EventBus, Subscription
+from assistant.events import Answer, Event, EventBus, Marks, Subscription, Transcript
 from assistant.settings import DifySettings, Secret, Settings, Speculate, VadSettings
 from assistant.speculation import Gate
 from assistant.states import State
@@ -193,9 +193,9 @@ async def test_gate_holds_events_and_states_in_order_until_opened() -> None:
     seen = bus.subscribe()
     states: list[State] = []
     gate = Gate(bus, states.append, answer_early=False)
-    gate.publish("transcript", text="x")
+    gate.publish(Transcript(turn=1, text="x"))
     gate.set_state(State.THINKING)
-    gate.publish("answer", text="y")
+    gate.publish(Answer(turn=1, text="y"))
     assert seen.get_nowait() is None and states == []
     waiting = asyncio.create_task(gate.wait())
     await asyncio.sleep(0)
@@ -204,7 +204,7 @@ async def test_gate_holds_events_and_states_in_order_until_opened() -> None:
     await asyncio.wait_for(waiting, 1)
     assert [e.kind for e in _drain(seen)] == ["transcript", "answer"]
     assert states == [State.THINKING]
-    gate.publish("marks", turn=1)  # open: straight through
+    gate.publish(Marks(turn=1))  # open: straight through
     assert [e.kind for e in _drain(seen)] == ["marks"]
 
 

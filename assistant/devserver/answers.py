@@ -3,14 +3,13 @@
 An `Answer` knows its ids and its text; `answer_request` registers its task (for
 `/{task_id}/stop`), sends it in the requested mode, and stores the finished message
 (for `/text-to-audio` with `message_id`). A stream is paced like a model, pinged like
-Dify, and, with the `stream_tts` option, followed by the answer's own speech as
-`tts_message` events after `message_end`, the way Dify drains its auto-play audio.
+Dify, framed by the events of its app type (`app_streams`: Agent thoughts, Chatflow
+workflow and node events), and, with the `stream_tts` option, carries the answer's own
+speech as `tts_message` events (`stream_speech`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import time
 import uuid
@@ -20,22 +19,18 @@ from typing import Any
 from aiohttp import web
 
 from assistant.devserver import replies
+from assistant.devserver.app_streams import events_for
 from assistant.devserver.errors import invalid_param
 from assistant.devserver.fault_responses import write_body
+from assistant.devserver.inputs import checked_inputs
 from assistant.devserver.jsonio import json_body, required_user
 from assistant.devserver.middleware import record_of
 from assistant.devserver.pacing import paced
 from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY, DevServerState, RunningTask, StoredMessage
-from assistant.devserver.synth import mp3_for
+from assistant.devserver.stream_speech import StreamSpeech
 
 RESPONSE_MODES = ("blocking", "streaming")
-TTS_PIECE_BYTES = 1000
-"""MP3 bytes per `tts_message`: not a multiple of the frame size, so frames are split
-across events as a real provider's chunks split them, and each piece's base64 ends in
-padding (joining the strings instead of the decoded bytes breaks)."""
-TTS_AUDIO_TYPE = "audio/mpeg"
-"""`audio_type` of every `tts_message` (newer Dify sends the provider's MIME type)."""
 
 
 @dataclass(slots=True)
@@ -47,7 +42,8 @@ class Answer:
     reply: str
     """The whole text the "model" will write."""
     mode: str = "completion"
-    """The app mode in a blocking answer: `completion` or `chat`."""
+    """The app mode, as a blocking answer says it: `completion`, `chat`, `agent-chat` or
+    `advanced-chat` (which also shapes the stream, see `app_streams`)."""
     conversation_id: str | None = None
     """Chat only: sent in every event and answer."""
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -104,6 +100,14 @@ def request_problems(body: dict[str, Any]) -> list[str]:
     if files is not None and not isinstance(files, list):
         problems.append("files\n  Input should be a valid list [type=list_type]")
     return problems
+
+
+def form_inputs(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """The request's `inputs` as the app keeps them, checked against its form (400
+    `invalid_param` as Dify words it); what was sent is logged either way."""
+    sent = body["inputs"]
+    record_of(request).details["inputs"] = dict(sent)
+    return checked_inputs(request.app[STATE_KEY].options.user_input_form, sent)
 
 
 def refuse_problems(problems: list[str], payload: str) -> None:
@@ -163,65 +167,47 @@ async def _stream(
     response.content_type = "text/event-stream"
     response.charset = "utf-8"
     await response.prepare(request)
-    tokens = replies.tokens(answer.reply)
+
+    async def send(event: dict[str, Any]) -> None:
+        await write_body(request, response, _sse(event))
+
+    app = events_for(answer, request.host)
+    options = state.options
+    # Dify's auto-play: only with text-to-speech on and autoPlay "enabled".
+    speech = (
+        StreamSpeech(answer, lambda: state.options, send)
+        if options.stream_tts and options.text_to_speech
+        else None
+    )
     try:
-        async for token in paced(tokens, lambda: state.options, task.stop):
+        for event in app.opening():
+            await send(event)
+        async for token in paced(replies.tokens(answer.reply), lambda: state.options, task.stop):
             if not isinstance(token, str):
                 # Dify's keep-alive is an event line with no data line at all.
                 await write_body(request, response, b"event: ping\n\n")
                 continue
             answer.sent.append(token)
-            message = answer.base("message")
-            message.update(id=answer.message_id, answer=token, from_variable_selector=None)
-            await write_body(request, response, _sse(message))
+            await send(app.chunk(token))
+            if speech is not None:
+                await speech.during_text()
+        for event in app.text_done():
+            await send(event)
         # A stopped task ends like a finished one: Dify answers the stop with message_end.
         end = answer.base("message_end")
         end.update(id=answer.message_id, metadata=answer.metadata(), files=None)
-        await write_body(request, response, _sse(end))
-        if state.options.stream_tts and answer.answer and not task.stop.is_set():
-            await _speak(request, response, state, answer, task)
+        await send(end)
+        for event in app.closing(task.stop.is_set()):
+            await send(event)
+        if speech is not None and answer.answer and not task.stop.is_set():
+            record_of(request).details.update(await speech.after_text(task.stop))
         await response.write_eof()
     except ConnectionResetError:
         record_of(request).details["disconnected"] = True
+    finally:
+        if speech is not None:
+            await speech.aclose()
     return response
-
-
-async def _speak(
-    request: web.Request,
-    response: web.StreamResponse,
-    state: DevServerState,
-    answer: Answer,
-    task: RunningTask,
-) -> None:
-    """The answer's speech as `tts_message` events, then `tts_message_end`.
-
-    Paced by `tts_speed` like /text-to-audio; a stop ends the audio early (the end
-    event is still sent, as Dify sends it whenever its audio tail finishes).
-    """
-    audio = await mp3_for(answer.answer, state.options.voice)
-    loop = asyncio.get_running_loop()
-    first_piece_at = loop.time()
-    total = len(audio.data)
-    pieces = 0
-    for offset in range(0, total, TTS_PIECE_BYTES):
-        speed = state.options.tts_speed
-        if offset and speed > 0:
-            # Byte offset -> playback time of the audio up to there, sped up.
-            due = first_piece_at + offset / total * audio.duration / speed
-            await asyncio.sleep(due - loop.time())
-        if task.stop.is_set():
-            break
-        event = answer.base("tts_message")
-        piece = audio.data[offset : offset + TTS_PIECE_BYTES]
-        event.update(audio=base64.b64encode(piece).decode("ascii"), audio_type=TTS_AUDIO_TYPE)
-        await write_body(request, response, _sse(event))
-        pieces += 1
-    end = answer.base("tts_message_end")
-    end["audio"] = ""
-    await write_body(request, response, _sse(end))
-    record_of(request).details.update(
-        tts_pieces=pieces, audio_bytes=total, audio_duration_s=round(audio.duration, 3)
-    )
 
 
 async def stop_task(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The aiohttp application: Dify's Completion App API under /v1, plus the /_dev levers."""
+"""The aiohttp application: Dify's service API under /v1, plus the /_dev levers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from assistant.devserver.options import DevServerOptions
 from assistant.devserver.routes_chat import add_chat_routes
 from assistant.devserver.routes_completion import completion_messages, stop_completion
 from assistant.devserver.routes_convai import add_convai_routes
-from assistant.devserver.routes_info import parameters
+from assistant.devserver.routes_info import info, parameters
 from assistant.devserver.routes_openai import add_openai_routes
 from assistant.devserver.routes_stt import FILE_SIZE_LIMIT, audio_to_text
 from assistant.devserver.routes_tts import text_to_audio
@@ -62,6 +62,7 @@ def build_app(options: DevServerOptions | None = None) -> web.Application:
     add_chat_routes(router)
     router.add_post(f"{API_PREFIX}/text-to-audio", text_to_audio, name="text-to-audio")
     router.add_get(f"{API_PREFIX}/parameters", parameters, name="parameters")
+    router.add_get(f"{API_PREFIX}/info", info, name="info")
     add_control_routes(app)
     add_convai_routes(app)  # /tts/...: Convai's API, outside the Dify middleware's /v1
     add_openai_routes(app)  # /v1/audio/..., /v1/chat/...: OpenAI's API and errors

@@ -18,6 +18,8 @@ NOT_FOUND_MESSAGE = (
 METHOD_NOT_ALLOWED_MESSAGE = "The method is not allowed for the requested URL."
 BAD_REQUEST_MESSAGE = "The browser (or proxy) sent a request that this server could not understand."
 USER_REQUIRED_MESSAGE = "Arg user must be provided."
+APP_UNAVAILABLE_MESSAGE = "App unavailable, please check your app configurations."
+NOT_CHAT_APP_MESSAGE = "Please check if your app mode matches the right API route."
 INTERNAL_ERROR_MESSAGE = (
     "The server encountered an internal error and was unable to complete your request. "
     "Either the server is overloaded or there is an error in the application."
@@ -62,6 +64,16 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 def invalid_param(message: str) -> DifyError:
     """400 invalid_param: Dify's rendering of a ValueError (pydantic errors included)."""
     return DifyError(400, "invalid_param", message)
+
+
+def app_unavailable() -> DifyError:
+    """/completion-messages to an app of another mode (Dify's AppUnavailableError)."""
+    return DifyError(400, "app_unavailable", APP_UNAVAILABLE_MESSAGE)
+
+
+def not_chat_app() -> DifyError:
+    """/chat-messages to a Text Generator (Dify's NotChatAppError)."""
+    return DifyError(400, "not_chat_app", NOT_CHAT_APP_MESSAGE)
 
 
 def bad_request(message: str = BAD_REQUEST_MESSAGE) -> DifyError:

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from assistant.devserver.inputs import InputVariable
+
+APP_MODES = ("", "completion", "chat", "agent-chat", "advanced-chat")
+"""`DevServerOptions.app_mode` values: "" answers both endpoints; the others are Dify's."""
+
 LATENCY_FIELDS: tuple[str, ...] = (
     "stt_latency_ms",
     "first_token_ms",
@@ -16,6 +21,7 @@ LATENCY_FIELDS: tuple[str, ...] = (
     "tts_speed",
     "ping_interval_s",
     "stream_tts",
+    "tts_interleave",
 )
 """The fields `PUT /_dev/latency` may change while the server runs."""
 
@@ -40,6 +46,25 @@ class DevServerOptions:
     stream_tts: bool = False
     """Text-to-speech auto-play: answer streams end with the answer's speech as
     `tts_message` events after `message_end`, and /parameters says autoPlay "enabled"."""
+    tts_interleave: bool = False
+    """With `stream_tts`: the speech events come while the text is written, as Dify sends
+    them when its synthesis keeps up (each piece only once the text it speaks has been
+    sent), and the rest after `message_end`."""
+    app_mode: str = ""
+    """The app type, as GET /info's `mode`: "" = lenient (both /completion-messages and
+    /chat-messages answer, /info has no `mode`, as an older Dify's); `completion`, `chat`,
+    `agent-chat` (Agent: `agent_thought`, `message_file`, `agent_message` events, streaming
+    only) or `advanced-chat` (Chatflow: `workflow_*` and `node_*` events around the text,
+    `message_end` before `workflow_finished`). The other endpoint refuses as Dify does."""
+    user_input_form: tuple[InputVariable, ...] = ()
+    """The app's input variables (`inputs.QUESTION_FORM` is a current Text Generator's);
+    requests are checked against them, and with a `query` variable the app answers it
+    instead of the legacy `query` field."""
+    speech_to_text: bool = True
+    """Off: /audio-to-text answers 400 `speech_to_text_disabled`; /parameters says so."""
+    text_to_speech: bool = True
+    """Off: /text-to-audio answers 400 `invalid_param` "TTS is not enabled", streams carry
+    no speech whatever `stream_tts` says; /parameters says so."""
     tts_chunk_bytes: int = 1024
     """Size of each chunk of the audio body (Dify's OpenAI plugin sends 1024-byte chunks)."""
     voice: str = "en"
@@ -51,3 +76,7 @@ class DevServerOptions:
     answer (four sentences, about 13 s of speech). 1 leaves "You asked: <query>." alone,
     which makes a test turn take about 2 s of speech instead. A chat answer keeps its
     closing "This is turn N of our conversation." either way."""
+
+    def __post_init__(self) -> None:
+        if self.app_mode not in APP_MODES:
+            raise ValueError(f"app_mode must be one of {APP_MODES}, not {self.app_mode!r}")

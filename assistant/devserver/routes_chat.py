@@ -1,9 +1,11 @@
 """`POST /chat-messages` (blocking and SSE) and `POST /chat-messages/{task_id}/stop`.
 
-A Chatbot app: the same answer machinery as /completion-messages, plus
-conversations. An empty or absent `conversation_id` starts one (a uuid4 sent in
-every event and answer); an unknown one, or another user's, is 404 `not_found`
-"Conversation Not Exists.", as Dify answers for a deleted conversation.
+A Chatbot, Agent or Chatflow app (`app_mode`): the same answer machinery as
+/completion-messages, plus conversations. An empty or absent `conversation_id` starts one
+(a uuid4 sent in every event and answer); an unknown one, or another user's, is 404
+`not_found` "Conversation Not Exists.", as Dify answers for a deleted conversation. The
+app's form checks `inputs` only when a conversation starts: Dify then keeps the
+conversation's inputs and ignores those of later turns.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from aiohttp import web
 from assistant.devserver.answers import (
     Answer,
     answer_request,
+    form_inputs,
     refuse_problems,
     request_problems,
     response_mode,
     stop_task,
 )
 from assistant.devserver.conversations import Conversation, chat_reply
-from assistant.devserver.errors import DifyError, invalid_param
+from assistant.devserver.errors import DifyError, invalid_param, not_chat_app
 from assistant.devserver.jsonio import json_body, required_user
 from assistant.devserver.middleware import API_PREFIX, record_of
 from assistant.devserver.state import STATE_KEY, DevServerState
 
 CONVERSATION_NOT_FOUND = "Conversation Not Exists."
+AGENT_BLOCKING_MESSAGE = "Agent Chat App does not support blocking mode"
+"""The ValueError an Agent app's generator raises for `response_mode: blocking`."""
 
 
 def _is_uuid(value: str) -> bool:
@@ -78,10 +83,18 @@ async def chat_messages(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     body = await json_body(request)
     user = required_user(body)
+    app_mode = state.options.app_mode or "chat"
+    if app_mode == "completion":
+        raise not_chat_app()  # Dify's check of the app's mode, before the payload's
     query, requested = _validate(body)
+    mode = response_mode(body)
+    if app_mode == "agent-chat" and mode == "blocking":
+        raise invalid_param(AGENT_BLOCKING_MESSAGE)
     # Logged before the lookup, so a 404 shows which conversation was asked for.
     record = record_of(request)
     record.details.update(requested_conversation_id=requested, query=query)
+    if not requested:
+        form_inputs(request, body)
     conversation = _conversation(state, requested, user)
     conversation.turns += 1
     record.details.update(conversation_id=conversation.id, turn=conversation.turns)
@@ -89,10 +102,10 @@ async def chat_messages(request: web.Request) -> web.StreamResponse:
         query,
         user,
         chat_reply(query, conversation.turns, state.options.reply_sentences),
-        mode="chat",
+        mode=app_mode,
         conversation_id=conversation.id,
     )
-    return await answer_request(request, answer, response_mode(body))
+    return await answer_request(request, answer, mode)
 
 
 async def stop_chat(request: web.Request) -> web.Response:

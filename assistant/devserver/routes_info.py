@@ -1,4 +1,5 @@
-"""`GET /parameters`: the app's feature switches, shaped like CompletionAppParametersResponse."""
+"""`GET /parameters` (the app's feature switches and input form, shaped like
+CompletionAppParametersResponse) and `GET /info` (its name and mode, AppInfoResponse)."""
 
 from __future__ import annotations
 
@@ -6,31 +7,35 @@ from typing import Any
 
 from aiohttp import web
 
+from assistant.devserver.inputs import form_json
+from assistant.devserver.options import DevServerOptions
 from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY
 
+APP_NAME = "Voice assistant (dev server)"
 
-def app_parameters(voice: str, auto_play: bool = False) -> dict[str, Any]:
-    """A Text Generator app with speech in and out, no inputs; auto-play if `auto_play`."""
+
+def app_parameters(options: DevServerOptions) -> dict[str, Any]:
+    """What the configured app's /parameters says: its speech switches and input form."""
     disabled = {"enabled": False}
     return {
         "opening_statement": "",
         "suggested_questions": [],
         "suggested_questions_after_answer": dict(disabled),
-        "speech_to_text": {"enabled": True},
+        "speech_to_text": {"enabled": options.speech_to_text},
         "text_to_speech": {
-            "enabled": True,
-            "voice": voice,
+            "enabled": options.text_to_speech,
+            "voice": options.voice,
             "language": "en-US",
             # "enabled" makes Dify add tts_message events to answer streams (the
             # `stream_tts` option); otherwise clients ask /text-to-audio per sentence.
-            "autoPlay": "enabled" if auto_play else "disabled",
+            "autoPlay": "enabled" if options.stream_tts else "disabled",
         },
         "retriever_resource": dict(disabled),
         "annotation_reply": dict(disabled),
         "more_like_this": dict(disabled),
         "sensitive_word_avoidance": dict(disabled),
-        "user_input_form": [],
+        "user_input_form": form_json(options.user_input_form),
         "file_upload": {
             "image": {
                 "enabled": False,
@@ -49,6 +54,22 @@ def app_parameters(voice: str, auto_play: bool = False) -> dict[str, Any]:
     }
 
 
+def app_info(options: DevServerOptions) -> dict[str, Any]:
+    """/info; without an `app_mode` there is no `mode`, as in an older Dify's answer."""
+    info: dict[str, Any] = {
+        "name": APP_NAME,
+        "description": "The Dify-compatible server bundled with the voice assistant.",
+        "tags": [],
+    }
+    if options.app_mode:
+        info["mode"] = options.app_mode
+    info["author_name"] = "voice-assistant"
+    return info
+
+
 async def parameters(request: web.Request) -> web.Response:
-    options = request.app[STATE_KEY].options
-    return json_response(app_parameters(options.voice, options.stream_tts))
+    return json_response(app_parameters(request.app[STATE_KEY].options))
+
+
+async def info(request: web.Request) -> web.Response:
+    return json_response(app_info(request.app[STATE_KEY].options))

@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from assistant.config import OPENAI_FORMATS, OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.devserver import replies
 from assistant.devserver.audio_body import paced_chunks, send_paced_audio, wait_first_byte
 from assistant.devserver.fault_responses import write_body
@@ -34,6 +33,7 @@ from assistant.devserver.openai_api import (
 )
 from assistant.devserver.openai_audio import CONTENT_TYPES, OPENAI_RATE, encode, openai_pcm_async
 from assistant.devserver.state import STATE_KEY
+from assistant.providers.openai_names import OPENAI_FORMATS, OPENAI_TTS1_VOICES, OPENAI_VOICES
 
 MAX_INPUT_CHARS = 4096
 MAX_INSTRUCTIONS_CHARS = 4096

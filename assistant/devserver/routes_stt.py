@@ -24,6 +24,9 @@ AUDIO_EXTENSIONS = ("mp3", "m4a", "wav", "amr", "mpga")
 """Dify's api/constants AUDIO_EXTENSIONS (it also lists the upper-case spellings)."""
 _MIME_ALIASES = {"audio/x-m4a": "audio/m4a"}
 FILE_SIZE_LIMIT = 30 * 1024 * 1024
+STT_DISABLED_MESSAGE = "Speech to text is disabled."
+"""The newest Dify's `speech_to_text_disabled` (older ones: invalid_param "Speech to text is
+not enabled")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,12 @@ async def _read_file_part(part: BodyPartReader, details: dict[str, Any]) -> tupl
     return bytes(data), mime
 
 
-async def _read_upload(request: web.Request) -> _Upload:
+async def _skip_file_part(part: BodyPartReader) -> tuple[bytes, str]:
+    await part.release()
+    return b"", ""
+
+
+async def _read_upload(request: web.Request, check_file: bool = True) -> _Upload:
     if not request.content_type.lower().startswith("multipart/form-data"):
         raise bad_request()  # request.files["file"] on a non-form body: a KeyError
     details = record_of(request).details
@@ -72,7 +80,8 @@ async def _read_upload(request: web.Request) -> _Upload:
                 continue
             # werkzeug files are the parts with a filename; the first "file" wins.
             if part.name == "file" and part.filename is not None and file is None:
-                file = await _read_file_part(part, details)
+                read = _read_file_part(part, details) if check_file else _skip_file_part(part)
+                file = await read
             elif part.name == "user" and part.filename is None and user is None:
                 user = await read_text_field(part)
             else:
@@ -89,6 +98,11 @@ async def _read_upload(request: web.Request) -> _Upload:
 async def audio_to_text(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     record = record_of(request)
+    if not state.options.speech_to_text:
+        # Dify reads the form first (no file part is still a plain 400), then checks the
+        # app's feature before the file's type and size.
+        await _read_upload(request, check_file=False)
+        raise DifyError(400, "speech_to_text_disabled", STT_DISABLED_MESSAGE)
     upload = await _read_upload(request)
     uploaded_at = asyncio.get_running_loop().time()
     # content_type stays as the client sent it: that is what a client bug looks like.

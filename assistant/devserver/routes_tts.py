@@ -15,6 +15,8 @@ from assistant.devserver.rendering import json_response
 from assistant.devserver.state import STATE_KEY, DevServerState
 from assistant.devserver.synth import mp3_for, resolve_voice
 
+TTS_DISABLED_MESSAGE = "TTS is not enabled"
+"""Dify's ValueError (so 400 invalid_param) when the app's text-to-speech is off."""
 DEFAULT_USER = "DEFAULT-USER"
 """The end user Dify assumes when a request names none (`user` is optional here)."""
 
@@ -46,6 +48,9 @@ async def text_to_audio(request: web.Request) -> web.StreamResponse:
         if not isinstance(text, str) or not text.strip():
             raise invalid_param("Text is required")
         record.details.update(text=text)
+    if not state.options.text_to_speech:
+        # Checked when there is something to say: an unknown message is `null` first.
+        raise invalid_param(TTS_DISABLED_MESSAGE)
     requested = body.get("voice")
     voice = await resolve_voice(
         requested if isinstance(requested, str) else None, state.options.voice

@@ -26,7 +26,7 @@ class RequestRecord:
 
     endpoint: str
     """Route name: audio-to-text, completion-messages, completion-messages-stop,
-    chat-messages, chat-messages-stop, text-to-audio, parameters; or the path when no
+    chat-messages, chat-messages-stop, text-to-audio, parameters, info; or the path when no
     route matched."""
     method: str
     time: float
@@ -38,9 +38,10 @@ class RequestRecord:
     """The client's TCP port: requests sharing one came over one kept-alive connection."""
     details: dict[str, Any] = field(default_factory=dict)
     """Per endpoint. audio-to-text: upload_bytes, content_type, audio_duration_s, transcript.
-    completion-messages: query, answer, task_id, message_id, stopped (with stream_tts also
-    tts_pieces, audio_bytes, audio_duration_s). chat-messages: the same plus
-    requested_conversation_id, conversation_id, turn. text-to-audio: text,
+    completion-messages: query (the question the app answered), inputs (as sent), answer,
+    task_id, message_id, stopped (with stream_tts also tts_pieces, tts_pieces_before_end,
+    audio_bytes, audio_duration_s). chat-messages: the same plus requested_conversation_id,
+    conversation_id, turn (inputs only for a new conversation). text-to-audio: text,
     voice, audio_bytes, content_type. Any: fault=True and fault_mode when a fault was armed
     for it, fault_struck when the fault changed the answer."""
 

@@ -25,14 +25,15 @@ from assistant.providers.base import (
     TextToSpeech,
 )
 from assistant.providers.retry import RetryPolicy
+from assistant.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = TypeVar("P")
 
-FIRST_AUDIO_TIMEOUT_S = 8.0
-"""Default longest wait for one provider's first audio of a sentence."""
+_HTTP_DEFAULTS = HttpSettings()
+"""Where the defaults of a chain built without settings (tests) come from."""
 
 FailureReport = Callable[[ServiceError, str], None]
 """Told of every failed attempt and what happens next: "retry", "fallback" or "give_up"."""
@@ -94,8 +95,10 @@ class TextToSpeechChain(_Chain[TextToSpeech]):
         providers: Sequence[TextToSpeech],
         policy: RetryPolicy | None = None,
         on_failure: FailureReport | None = None,
-        first_audio_timeout_s: float = FIRST_AUDIO_TIMEOUT_S,
+        first_audio_timeout_s: float = _HTTP_DEFAULTS.tts_first_audio_timeout_s,
     ) -> None:
+        """`first_audio_timeout_s`: longest wait for one provider's first audio of a
+        sentence (`http.tts_first_audio_timeout_s`)."""
         super().__init__(providers, policy, on_failure)
         self._first_audio_timeout_s = first_audio_timeout_s
 

@@ -7,10 +7,14 @@ Quirks honoured here (see shared/reference/API_NOTES.md):
 
 Reading answers (SSE events, in-stream speech, errors) is shared with the chat client in
 `dify_stream`; the Chatbot/Agent/Chatflow client with conversation memory is in `dify_chat`.
+Where the question goes in the request, and what the start-up check makes of the app's
+/parameters and /info, is `dify_app`'s business.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import httpx
 
 from assistant.providers.base import AudioChunk, Delta, ServiceError, SpeechInput
+from assistant.providers.dify_app import form_fields, question_inputs, question_target
 from assistant.providers.dify_chat import DifyChat
 from assistant.providers.dify_stream import (
     SERVICE,
@@ -39,8 +44,14 @@ from assistant.providers.http import (
 )
 from assistant.settings import DifySettings, HttpSettings
 
+log = logging.getLogger(__name__)
+
 MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 """Dify's /audio-to-text limit; larger uploads are refused before sending."""
+FORM_READ_TIMEOUT_S = 2.0
+"""A question asked before the app's form could be read (Dify was unreachable at start)
+waits at most this long for it first."""
+INFO_TIMEOUT_S = 5.0
 _PATH = "completion-messages"
 
 
@@ -55,18 +66,48 @@ class DifyClient:
         )
         self.app_parameters: dict[str, Any] | None = None
         """The app's /parameters, as the last warm-up read them (None before one succeeded)."""
+        self.question = question_target(dify.question_variable, None, dify.inputs)
+        """Where the transcript goes; from the app's input form once /parameters is read."""
+
+    async def _get_object(self, path: str) -> dict[str, Any]:
+        try:
+            response = await self.http.get(path)
+        except httpx.HTTPError as exc:
+            raise transport_error(SERVICE, path, exc) from None
+        await raise_for_status(SERVICE, path, response)
+        return json_object(response.content, SERVICE, path)
 
     async def parameters(self) -> dict[str, Any]:
         """GET /parameters: checks the key and warms the connection at start."""
-        try:
-            response = await self.http.get("parameters")
-        except httpx.HTTPError as exc:
-            raise transport_error(SERVICE, "parameters", exc) from None
-        await raise_for_status(SERVICE, "parameters", response)
-        return json_object(response.content, SERVICE, "parameters")
+        return await self._get_object("parameters")
 
     async def warm(self) -> None:
-        self.app_parameters = await self.parameters()
+        parameters = await self.parameters()
+        self.app_parameters = parameters
+        settings = self.settings
+        fields = form_fields(parameters)
+        self.question = question_target(settings.question_variable, fields, settings.inputs)
+
+    async def app_info(self) -> dict[str, Any] | None:
+        """GET /info (the app's name and mode); None when it cannot be read."""
+        try:
+            async with asyncio.timeout(INFO_TIMEOUT_S):
+                return await self._get_object("info")
+        except (ServiceError, TimeoutError) as exc:
+            log.info("dify /info cannot be read (%s): the app's type is not checked", exc)
+            return None
+
+    async def answer_body(self, question: str, mode: str) -> dict[str, Any]:
+        """The fields /completion-messages and /chat-messages share: the question in `query`
+        (legacy apps read it) and in the app's question variable (newer apps read that)."""
+        if self.app_parameters is None and self.settings.question_variable:
+            try:
+                async with asyncio.timeout(FORM_READ_TIMEOUT_S):
+                    await self.warm()
+            except (ServiceError, TimeoutError) as exc:
+                log.debug("the app's input form is still unknown: %s", exc)
+        inputs = question_inputs(self.question, question, self.settings.inputs)
+        return answer_body(inputs, self.user, question, mode)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -91,28 +132,28 @@ class DifySpeechToText:
 class DifyCompletion:
     """Streaming (or blocking) /completion-messages of a Text Generator app.
 
-    The stream's own speech (`tts_message`, when the app auto-plays) arrives as audio
-    Deltas after the text; the task is remembered so that `stop` can end it.
+    With `speech`, the stream's own speech (`tts_message`, when the app auto-plays) arrives
+    as audio Deltas, and the answer lasts until it is complete; without, the answer ends
+    at `message_end`. The task is remembered so that `stop` can end it.
     """
 
     service = SERVICE
 
-    def __init__(self, client: DifyClient) -> None:
+    def __init__(self, client: DifyClient, speech: bool = True) -> None:
         self._client = client
+        self._speech = speech
         self._ids = AnswerIds()
-
-    def _body(self, query: str, mode: str) -> dict[str, Any]:
-        return answer_body(self._client.settings.inputs, self._client.user, query, mode)
 
     async def stream(self, query: str) -> AsyncIterator[Delta]:
         self._ids.new_turn()
         http = self._client.http
         if self._client.settings.response_mode == "blocking":
-            body = self._body(query, "blocking")
+            body = await self._client.answer_body(query, "blocking")
             yield await blocking_answer(http, _PATH, body, "completion", self._ids)
             return
-        body = self._body(query, "streaming")
-        async with aclosing(streamed_answer(http, _PATH, body, "completion", self._ids)) as deltas:
+        body = await self._client.answer_body(query, "streaming")
+        streamed = streamed_answer(http, _PATH, body, "completion", self._ids, self._speech)
+        async with aclosing(streamed) as deltas:
             async for delta in deltas:
                 yield delta
 
@@ -169,8 +210,9 @@ class DifyTextToSpeech:
             raise transport_error(SERVICE, "tts", exc) from None
 
 
-def make_dify_completion(client: DifyClient) -> DifyCompletion | DifyChat:
-    """The Completion for the configured app type: `chat` → DifyChat, else DifyCompletion."""
+def make_dify_completion(client: DifyClient, speech: bool = True) -> DifyCompletion | DifyChat:
+    """The Completion for the configured app type: `chat` → DifyChat, else DifyCompletion.
+    `speech`: the answer stream's own speech is wanted (tts = "dify-stream")."""
     if client.settings.app == "chat":
-        return DifyChat(client)
-    return DifyCompletion(client)
+        return DifyChat(client, speech)
+    return DifyCompletion(client, speech)

@@ -18,7 +18,6 @@ from assistant.providers.base import Delta, ServiceError
 from assistant.providers.dify_stream import (
     SERVICE,
     AnswerIds,
-    answer_body,
     blocking_answer,
     stop_task,
     streamed_answer,
@@ -40,14 +39,15 @@ class DifyChat:
     """Streaming (or blocking) /chat-messages that carries the conversation across turns.
 
     Agent apps' `agent_message` chunks are read like `message`; agent thoughts and
-    Chatflow's workflow/node events are skipped. The stream's own speech arrives as
-    audio Deltas after the text, as with DifyCompletion.
+    Chatflow's workflow/node events are skipped. With `speech`, the stream's own speech
+    arrives as audio Deltas, as with DifyCompletion.
     """
 
     service = SERVICE
 
-    def __init__(self, client: DifyClient) -> None:
+    def __init__(self, client: DifyClient, speech: bool = True) -> None:
         self._client = client
+        self._speech = speech
         self._ids = AnswerIds()
         self._last_turn: float | None = None
 
@@ -60,9 +60,9 @@ class DifyChat:
         """Start the next question in a new conversation."""
         self._ids.conversation_id = None
 
-    def _body(self, query: str, mode: str) -> dict[str, Any]:
+    async def _body(self, query: str, mode: str) -> dict[str, Any]:
         return {
-            **answer_body(self._client.settings.inputs, self._client.user, query, mode),
+            **await self._client.answer_body(query, mode),
             "conversation_id": self._ids.conversation_id or "",
             # Naming costs the app an extra model call per new conversation; a voice
             # appliance never shows the conversation list.
@@ -90,14 +90,14 @@ class DifyChat:
         self._ids.new_turn()
         continued = self._ids.conversation_id
         mode = "blocking" if self._client.settings.response_mode == "blocking" else "streaming"
-        body = self._body(query, mode)
+        body = await self._body(query, mode)
         http = self._client.http
         yielded = False
         try:
             if mode == "blocking":
                 yield await blocking_answer(http, _PATH, body, "completion", self._ids)
                 return
-            streamed = streamed_answer(http, _PATH, body, "completion", self._ids)
+            streamed = streamed_answer(http, _PATH, body, "completion", self._ids, self._speech)
             async with aclosing(streamed) as deltas:
                 async for delta in deltas:
                     yielded = True

@@ -3,13 +3,21 @@
 One event reader serves both endpoints, so text, moderation, in-stream speech and
 errors are handled the same way whichever app type is configured.
 
-Stream rules honoured here (see shared/reference/API_NOTES.md, section 1):
+Stream rules honoured here (see shared/reference/API_NOTES.md, section 1, and the chat
+API's "Events by app type"):
 - keep-alives are a bare `event: ping` block with no data line;
 - `message` and `agent_message` chunks are concatenated; `message_replace` replaces;
+  an Agent's `agent_thought` is logged at DEBUG, never said; `message_file` (a file a tool
+  made: nothing a voice can show) is logged at DEBUG without its URL, which is signed;
+  a Chatflow's `workflow_*` / `node_*` events are read and ignored;
 - `tts_message` carries base64 of ONE provider audio chunk: each event is decoded on its
-  own (base64 strings are never joined), and the pieces are not frame-aligned;
-- the speech tail (`tts_message` ... `tts_message_end`) is drained AFTER `message_end`,
-  so `message_end` does not end the reading: the body's end does;
+  own (base64 strings are never joined), and the pieces are not frame-aligned; they may
+  come between the text events and after `message_end`;
+- `message_end` completes the text, but not the body: the speech tail (`tts_message` ...
+  `tts_message_end`) and a Chatflow's `workflow_finished` come after it. When the stream's
+  speech is wanted (tts = "dify-stream") the answer lasts until the body's end; otherwise
+  it ends at `message_end` for the caller, and the rest is read in the background (for a
+  short while, so the connection can serve the next turn) and thrown away;
 - a body that ends without `message_end` was cut;
 - an `error` event is terminal, inside a 200 stream; after `message_end` it can only be the
   speech tail that failed: the text is complete, so the answer is kept and the speech is
@@ -129,9 +137,11 @@ def _text(value: object) -> bool:
 class _EventReader:
     """Turns one answer's decoded events into Deltas; knows where the answer stands."""
 
-    def __init__(self, stage: str, ids: AnswerIds) -> None:
+    def __init__(self, stage: str, ids: AnswerIds, speech: bool = True) -> None:
+        """`speech`: the stream's own speech is wanted (else its events are skipped unread)."""
         self._stage = stage
         self._ids = ids
+        self._speech = speech
         self.ended = False
         """`message_end` was seen: the text is complete (speech may still follow)."""
         self._announced: str | None = None
@@ -158,6 +168,8 @@ class _EventReader:
             return self._answer_chunk(kind, str(event.get("answer") or ""), message_id)
         if kind == "message_replace":
             return Delta(replace=str(event.get("answer") or ""), message_id=message_id)
+        if kind in ("tts_message", "tts_message_end") and not self._speech:
+            return None  # not decoded: the turn speaks with another voice
         if kind == "tts_message":
             audio = self._audio(event.get("audio"))
             if not audio:
@@ -171,7 +183,20 @@ class _EventReader:
             # Every Delta carries the id once known; say it here if none has yet.
             if message_id is not None and message_id != self._announced:
                 return Delta(message_id=message_id)
-        # agent_thought, message_file, workflow_*, node_*, ...: nothing to say or play.
+        if kind == "agent_thought":
+            log.debug(
+                "dify agent thought %s (tool %r): %.200s",
+                event.get("position"),
+                event.get("tool") or "",
+                event.get("thought") or "",
+            )
+        elif kind == "message_file":
+            log.debug(
+                "dify answer came with a %s file (%s): not spoken",
+                event.get("type"),
+                event.get("id"),
+            )
+        # workflow_*, node_*, reasoning_chunk, ...: nothing to say or play.
         return None
 
     def _answer_chunk(self, kind: object, answer: str, message_id: str | None) -> Delta | None:
@@ -218,11 +243,11 @@ def answer_body(inputs: dict[str, str], user: str, query: str, mode: str) -> dic
 
 
 async def answer_deltas(
-    response: httpx.Response, stage: str, ids: AnswerIds
-) -> AsyncIterator[Delta]:
-    """The Deltas of one SSE answer body, read to its end; raises ServiceError."""
+    response: httpx.Response, stage: str, reader: _EventReader
+) -> AsyncIterator[Delta | None]:
+    """For each event of one SSE answer body, read to its end, its Delta (None: nothing
+    for the caller); raises ServiceError."""
     parser = SSEParser()
-    reader = _EventReader(stage, ids)
     async for chunk in response.aiter_bytes():
         try:
             events = parser.feed(chunk)
@@ -231,9 +256,7 @@ async def answer_deltas(
         for sse in events:
             if not sse.data:
                 continue  # `event: ping`: a keep-alive, nothing to parse
-            delta = reader.delta(json_object(sse.data.encode(), SERVICE, stage))
-            if delta is not None:
-                yield delta
+            yield reader.delta(json_object(sse.data.encode(), SERVICE, stage))
     parser.close()
     if not reader.ended:
         raise ServiceError(SERVICE, stage, "stream_cut", "the stream ended before message_end")
@@ -243,14 +266,27 @@ STOP_UNNAMED_WITHIN_S = 10.0
 """An answer given up before any event named its task (an early start discarded while the
 service was still thinking) is read on in the background for at most this long, to stop it."""
 
+READ_ON_AFTER_TEXT_S = 2.0
+"""After `message_end`, when the stream's speech is not wanted, the rest of the body (a
+Chatflow's `workflow_finished`, a speech tail) is read in the background for at most this
+long: a body read to its end leaves its connection open for the next turn."""
+
 _abandoned_readers: set[asyncio.Task[None]] = set()
 """Readers of answers nobody reads any more, kept referenced until they end."""
 
 
 async def streamed_answer(
-    http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str, ids: AnswerIds
+    http: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    stage: str,
+    ids: AnswerIds,
+    speech: bool = True,
 ) -> AsyncIterator[Delta]:
     """POST `body` (response_mode streaming) to `path` and yield the answer's Deltas.
+
+    `speech`: the stream's own speech is wanted, and the answer lasts until the body's end;
+    False: it ends at `message_end`, and the rest is read in the background.
 
     The body is read by a task of its own. Closing this generator (a cancelled turn)
     closes the HTTP response at once when an event has named the task: the caller stops
@@ -258,7 +294,7 @@ async def streamed_answer(
     connection closes or not; so the reader reads on, in the background, until the first
     event names the task (at most STOP_UNNAMED_WITHIN_S), stops it, and closes.
     """
-    reader = _AnswerReader(http, path, body, stage)
+    reader = _AnswerReader(http, path, body, stage, speech)
     task = asyncio.create_task(reader.run())
     try:
         while (item := await reader.items.get()) is not None:
@@ -269,8 +305,9 @@ async def streamed_answer(
         ids.take(reader.ids)
     finally:
         if not task.done():
-            if reader.ids.task_id is None:
-                reader.abandon()
+            if reader.text_done or reader.ids.task_id is None:
+                if not reader.text_done:
+                    reader.abandon()
                 _abandoned_readers.add(task)
                 task.add_done_callback(_abandoned_readers.discard)
             else:
@@ -282,11 +319,16 @@ async def streamed_answer(
 class _AnswerReader:
     """Reads one streamed answer into `items`: Deltas, then None or the failure."""
 
-    def __init__(self, http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str):
+    def __init__(
+        self, http: httpx.AsyncClient, path: str, body: dict[str, Any], stage: str, speech: bool
+    ) -> None:
         self._http = http
         self._path = path
         self._body = body
         self._stage = stage
+        self._speech = speech
+        self.text_done = False
+        """The caller has the whole answer; the rest of the body is read unused."""
         self.ids = AnswerIds()
         """This answer's own ids: the caller copies them while it reads, never after."""
         self.items: asyncio.Queue[Delta | Exception | None] = asyncio.Queue()
@@ -308,10 +350,13 @@ class _AnswerReader:
         except httpx.HTTPError as exc:
             self._end(transport_error(SERVICE, self._stage, exc))
         except TimeoutError:
-            log.warning(
-                "an abandoned dify answer named no task within %g s; it cannot be stopped",
-                STOP_UNNAMED_WITHIN_S,
-            )
+            if self.text_done:
+                log.debug("the rest of a dify answer took over %g s: closed", READ_ON_AFTER_TEXT_S)
+            else:
+                log.warning(
+                    "an abandoned dify answer named no task within %g s; it cannot be stopped",
+                    STOP_UNNAMED_WITHIN_S,
+                )
         except Exception as exc:  # a ServiceError, or a bug: the caller raises it
             self._end(exc)
         else:
@@ -323,19 +368,32 @@ class _AnswerReader:
             mime = media_type(response)
             if mime == "application/json" or is_page_type(mime):
                 raise await unexpected_type(SERVICE, self._stage, response, "an event stream")
-            async with aclosing(answer_deltas(response, self._stage, self.ids)) as deltas:
+            events = _EventReader(self._stage, self.ids, self._speech)
+            async with aclosing(answer_deltas(response, self._stage, events)) as deltas:
                 async for delta in deltas:
                     if self._abandoned and self.ids.task_id is not None:
                         await stop_task(
                             self._http, self._path, self.ids.task_id, self._body["user"]
                         )
                         return
-                    self.items.put_nowait(delta)
+                    if self.text_done:
+                        continue
+                    if delta is not None:
+                        self.items.put_nowait(delta)
+                    if events.ended and not self._speech:
+                        self._end_text()
+
+    def _end_text(self) -> None:
+        """The text is complete and no speech is wanted: the answer ends for the caller."""
+        self.text_done = True
+        self.items.put_nowait(None)
+        if self._deadline is not None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + READ_ON_AFTER_TEXT_S)
 
     def _end(self, outcome: Exception | None) -> None:
-        if self._abandoned:
+        if self._abandoned or self.text_done:
             if outcome is not None:
-                log.debug("an abandoned dify answer failed: %s", outcome)
+                log.debug("the unread rest of a dify answer failed: %s", outcome)
             return
         self.items.put_nowait(outcome)
 

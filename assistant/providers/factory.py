@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from assistant.providers.chain import FailureReport, SpeechToTextChain, TextToSp
 from assistant.providers.local import LocalTextToSpeech
 from assistant.providers.retry import RetryPolicy
 from assistant.providers.warm import ConnectionWarmer
-from assistant.settings import Settings
+from assistant.settings import ProviderSettings, Settings
 
 
 class _Clients:
@@ -84,25 +85,28 @@ def _text_to_speech(name: str, clients: _Clients) -> TextToSpeech | None:
     raise ValueError(f"unknown text-to-speech provider {name!r}")
 
 
-MAX_WARM_CONNECTIONS = 4
-"""The clients' keep-alive pool size (`http.make_client`)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Services:
     stages: Stages
     dify: Any
-    """The Dify client (its /parameters tell whether the app's TTS is on)."""
+    """The Dify client (its /parameters and /info are checked against the config at start)."""
     warmer: ConnectionWarmer
     """Opens each service's connections before a turn needs them."""
+    with_providers: Callable[[ProviderSettings], Stages]
+    """The stages of other providers, on the same clients (the start-up check leaves out
+    a provider the Dify app has turned off). Only providers the settings already use."""
 
 
 def _connections_in_use(settings: Settings) -> dict[str, int]:
     """How many requests a turn has in flight at once, per service.
 
     The completion stream holds one connection while the sentences' syntheses (the
-    one playing and `tts_prefetch` ahead) each hold another; fallbacks get one.
+    one playing and `tts_prefetch` ahead) each hold another; fallbacks get one. No more
+    than a client keeps alive: the rest would be closed as soon as they were opened.
     """
+    # Here, not at the top: httpx is loaded with the first client, not with the factory.
+    from assistant.providers.http import KEEPALIVE_CONNECTIONS
+
     providers = settings.providers
     counts: Counter[str] = Counter({"dify": 1})
     tts = "dify" if providers.tts == "dify-stream" else providers.tts
@@ -112,7 +116,45 @@ def _connections_in_use(settings: Settings) -> dict[str, int]:
     for name in (*providers.stt_fallback, *providers.tts_fallback):
         name = "dify" if name == "dify-stream" else name
         counts[name] = max(counts[name], 1)
-    return {name: min(n, MAX_WARM_CONNECTIONS) for name, n in counts.items()}
+    return {name: min(n, KEEPALIVE_CONNECTIONS) for name, n in counts.items()}
+
+
+def _stages(settings: Settings, clients: _Clients, on_failure: FailureReport | None) -> Stages:
+    from assistant.providers.dify import DifyTextToSpeech, make_dify_completion
+
+    providers = settings.providers
+    policy = RetryPolicy.from_settings(settings.http)
+    stt = SpeechToTextChain(
+        [_speech_to_text(n, clients) for n in (providers.stt, *providers.stt_fallback)],
+        policy,
+        on_failure,
+    )
+    voices = [_text_to_speech(n, clients) for n in (providers.tts, *providers.tts_fallback)]
+    # The device's own voice always ends the chain: an answer is never silent.
+    tts = TextToSpeechChain(
+        [v for v in voices if v is not None] + [LocalTextToSpeech(settings.assistant.language)],
+        policy,
+        on_failure,
+        settings.http.tts_first_audio_timeout_s,
+    )
+    source = SpeechSource.SENTENCES
+    message_tts = None
+    if providers.tts == "dify-stream":
+        source = SpeechSource.ANSWER_STREAM
+    elif providers.tts == "dify" and settings.dify.use_message_id:
+        source = SpeechSource.MESSAGE_ID
+        message_tts = DifyTextToSpeech(clients.get("dify"))
+    return Stages(
+        stt=stt,
+        # Without in-stream speech the answer ends at message_end: its last sentence is
+        # said without waiting for a speech tail or a Chatflow's workflow_finished.
+        completion=make_dify_completion(
+            clients.get("dify"), speech=source is SpeechSource.ANSWER_STREAM
+        ),
+        tts=tts,
+        speech_source=source,
+        message_tts=message_tts,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -124,42 +166,20 @@ async def build_stages(
     `on_failure` hears of every failed speech-to-text or text-to-speech attempt, even
     those a retry or a fallback provider recovered from.
     """
-    from assistant.providers.dify import DifyTextToSpeech, make_dify_completion
-
     clients = _Clients(settings)
     warmer: ConnectionWarmer | None = None
     try:
-        providers = settings.providers
-        policy = RetryPolicy.from_settings(settings.http)
-        stt = SpeechToTextChain(
-            [_speech_to_text(n, clients) for n in (providers.stt, *providers.stt_fallback)],
-            policy,
-            on_failure,
+        stages = _stages(settings, clients, on_failure)
+
+        def with_providers(providers: ProviderSettings) -> Stages:
+            return _stages(dataclasses.replace(settings, providers=providers), clients, on_failure)
+
+        warmer = ConnectionWarmer(
+            clients.created(),
+            _connections_in_use(settings),
+            timeout_s=settings.http.warm_up_timeout_s,
         )
-        voices = [_text_to_speech(n, clients) for n in (providers.tts, *providers.tts_fallback)]
-        # The device's own voice always ends the chain: an answer is never silent.
-        tts = TextToSpeechChain(
-            [v for v in voices if v is not None] + [LocalTextToSpeech(settings.assistant.language)],
-            policy,
-            on_failure,
-            settings.http.tts_first_audio_timeout_s,
-        )
-        source = SpeechSource.SENTENCES
-        message_tts = None
-        if providers.tts == "dify-stream":
-            source = SpeechSource.ANSWER_STREAM
-        elif providers.tts == "dify" and settings.dify.use_message_id:
-            source = SpeechSource.MESSAGE_ID
-            message_tts = DifyTextToSpeech(clients.get("dify"))
-        stages = Stages(
-            stt=stt,
-            completion=make_dify_completion(clients.get("dify")),
-            tts=tts,
-            speech_source=source,
-            message_tts=message_tts,
-        )
-        warmer = ConnectionWarmer(clients.created(), _connections_in_use(settings))
-        yield Services(stages, clients.get("dify"), warmer)
+        yield Services(stages, clients.get("dify"), warmer, with_providers)
     finally:
         if warmer is not None:
             await warmer.aclose()

@@ -17,6 +17,8 @@ from assistant.audio.wav import encode_wav
 from assistant.providers.base import ServiceError, SpeechInput
 from assistant.settings import HttpSettings
 
+KEEPALIVE_CONNECTIONS = 4
+"""Idle connections each client keeps open; the warmer opens no more than this many."""
 _BODY_PREVIEW = 200
 """Characters of a non-JSON error body kept in the message (an HTML error page is long)."""
 
@@ -52,7 +54,7 @@ def make_client(
         headers=headers,
         verify=_tls_context(),
         timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
-        limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=300),
+        limits=httpx.Limits(max_keepalive_connections=KEEPALIVE_CONNECTIONS, keepalive_expiry=300),
         follow_redirects=False,
     )
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 
-from assistant.config import OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.providers.base import AudioChunk, ServiceError, SpeechInput
 from assistant.providers.http import (
     is_page_type,
@@ -32,6 +31,7 @@ from assistant.providers.http import (
     transport_error,
     unexpected_type,
 )
+from assistant.providers.openai_names import OPENAI_TTS1_VOICES, OPENAI_VOICES
 from assistant.settings import HttpSettings, OpenAISettings
 
 SERVICE = "openai"

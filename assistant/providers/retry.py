@@ -19,16 +19,18 @@ TRANSIENT_CODES = frozenset({"connect_error", "connection_lost", "pool_timeout"}
 """Transport failures worth one more try. Read and connect timeouts are not: the
 service was given its whole limit already, and a retry would only push the turn
 towards its stage bound."""
+_HTTP_DEFAULTS = HttpSettings()
+"""The `[http]` defaults: a policy built without settings (tests, a bare chain) uses them."""
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    retries: int = 1
+    retries: int = _HTTP_DEFAULTS.retries
     """Extra attempts after the first (per provider, before the fallback)."""
-    backoff_s: float = 0.2
+    backoff_s: float = _HTTP_DEFAULTS.retry_backoff_s
     """Base wait; doubles per attempt, half of it random ("equal jitter") so that
     many appliances behind one failed service do not retry in step."""
-    max_retry_after_s: float = 3.0
+    max_retry_after_s: float = _HTTP_DEFAULTS.max_retry_after_s
     """A longer Retry-After than this is not waited out: the next provider is asked."""
 
     @classmethod

@@ -18,13 +18,14 @@ from typing import Protocol
 from assistant.aio import cancel_and_wait
 from assistant.events import Event
 from assistant.providers.base import ServiceError
+from assistant.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 
-WARM_TIMEOUT_S = 5.0
-"""A warm-up that takes longer is abandoned: the turn will connect by itself."""
 REWARM_AFTER_S = 45.0
 """Quiet time after which the connections are assumed closed by the server."""
+_HTTP_DEFAULTS = HttpSettings()
+"""Where the defaults of a warmer built without settings (tests) come from."""
 
 
 class WarmableClient(Protocol):
@@ -38,10 +39,16 @@ class ConnectionWarmer:
         clients: Mapping[str, WarmableClient],
         connections: Mapping[str, int],
         rewarm_after_s: float = REWARM_AFTER_S,
+        *,
+        timeout_s: float = _HTTP_DEFAULTS.warm_up_timeout_s,
     ) -> None:
-        """`connections`: how many connections to open per service name in `clients`."""
+        """`connections`: how many connections to open per service name in `clients`.
+        `timeout_s`: a service whose connections take longer is given up on, its turn
+        will connect by itself (`http.warm_up_timeout_s`).
+        """
         self._clients = dict(clients)
         self._connections = dict(connections)
+        self._timeout_s = timeout_s
         self._rewarm_after_s = rewarm_after_s
         self._last_active = time.monotonic()
         self._rewarming: asyncio.Task[None] | None = None
@@ -65,7 +72,7 @@ class ConnectionWarmer:
         client = self._clients[name]
         count = max(1, self._connections.get(name, 1))
         # Concurrent, so that each request takes a connection of its own.
-        async with asyncio.timeout(WARM_TIMEOUT_S):
+        async with asyncio.timeout(self._timeout_s):
             results = await asyncio.gather(
                 *(client.warm() for _ in range(count)), return_exceptions=True
             )

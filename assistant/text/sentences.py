@@ -64,12 +64,18 @@ _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _EMPHASIS = re.compile(r"\*+|`+|(?<![^\W_])_+|_+(?![^\W_])")
 
 _WAIT = -1
+_DEFAULTS = SpeechSettings()
+"""The `[speech]` defaults, for a chunker built without settings."""
 
 
 class SentenceChunker:
     """Feed text deltas; get back the sentences each delta completed."""
 
-    def __init__(self, min_chars: int = 12, max_chars: int = 400) -> None:
+    def __init__(
+        self,
+        min_chars: int = _DEFAULTS.min_sentence_chars,
+        max_chars: int = _DEFAULTS.max_sentence_chars,
+    ) -> None:
         if min_chars < 0 or max_chars < 2 or min_chars > max_chars:
             raise ValueError(f"bad sentence limits: min {min_chars}, max {max_chars}")
         self.min_chars = min_chars

@@ -1,0 +1,52 @@
+"""The way out to the speaker: every sound the device plays passes here.
+
+`OutputSink` wraps the real sink (a PyAudio speaker or a WAV file): it applies the
+volume, and notes on the PlaybackTimeline when what it queued will be audible, so the
+capture side can keep the device's own sounds out of what it hears.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from assistant.audio.self_sound import PlaybackTimeline
+from assistant.ports import AudioSink, Preparable
+from assistant.volume import Volume, apply_gain
+
+
+class OutputSink:
+    """An AudioSink in front of the real one: volume applied, playback timed."""
+
+    def __init__(self, inner: AudioSink, volume: Volume, timeline: PlaybackTimeline) -> None:
+        self.inner = inner
+        self.volume = volume
+        self.timeline = timeline
+
+    @property
+    def sample_rate(self) -> int:
+        return self.inner.sample_rate
+
+    @property
+    def is_playing(self) -> bool:
+        return self.inner.is_playing
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def play(self, samples: np.ndarray, timeout: float) -> None:
+        await self.inner.play(apply_gain(samples, self.volume.gain), timeout)
+        self.timeline.played(len(samples) / self.inner.sample_rate)
+
+    def flush(self) -> None:
+        self.inner.flush()
+        self.timeline.flushed()
+
+    async def drain(self, timeout: float) -> None:
+        await self.inner.drain(timeout)
+
+    def prepare(self) -> None:
+        if isinstance(self.inner, Preparable):
+            self.inner.prepare()
+
+    async def close(self) -> None:
+        await self.inner.close()
