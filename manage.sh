@@ -6,24 +6,16 @@
 # Works as root or as a user with sudo, on Debian 12 / Raspberry Pi OS (bookworm) and newer.
 set -euo pipefail
 cd "$(dirname "$0")"
+# RUNTIME_PACKAGES (what the assistant needs to run: no sound server), install_missing_packages.
+# shellcheck source=systemd/common.sh
+. systemd/common.sh
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc make patch ca-certificates portaudio19-dev libasound2-dev
-              pulseaudio pulseaudio-utils libasound2-plugins espeak-ng)
-
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-install_system_packages() {
-    local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
-            || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "installing system packages: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-}
+# What the tests add: private PulseAudio and PipeWire servers with null sinks (reached through
+# ALSA's pulse plugin), a D-Bus session bus for WirePlumber, systemd-analyze for the units,
+# setpriv/runuser and useradd for the installer's test, and the browser the kiosk page is
+# tested in (Playwright drives it; it never downloads one).
+TEST_PACKAGES=(pulseaudio pulseaudio-utils libasound2-plugins pipewire pipewire-pulse wireplumber
+               dbus-daemon systemd util-linux passwd chromium)
 
 install_python_packages() {
     local extras="$1" stamp=".venv/.installed-$1"
@@ -35,6 +27,21 @@ install_python_packages() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         .venv/bin/python -m pip install -q --upgrade pip
         .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+        echo "$want" > "$stamp"
+    fi
+}
+
+fill_wheelhouse() {
+    # The installer's test installs the package into a scratch venv with PIP_NO_INDEX from
+    # these wheels (the dependencies, setuptools to build it): the tests download nothing.
+    local stamp=.venv/wheelhouse/.filled
+    local want; want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        local work; work=$(mktemp -d)
+        # From a copy: pip's in-tree build would leave build/ and egg-info in the checkout.
+        tar --exclude=./.venv --exclude=./.git --exclude=./build -cf - . | tar -C "$work" -xf -
+        .venv/bin/python -m pip wheel -q -w .venv/wheelhouse "$work" "setuptools>=77"
+        rm -rf "$work"
         echo "$want" > "$stamp"
     fi
 }
@@ -51,21 +58,22 @@ command="${1:-demo}"
 shift || true
 case "$command" in
     demo)
-        install_system_packages
+        install_missing_packages "${RUNTIME_PACKAGES[@]}"
         install_python_packages ""
         install_portaudio
         exec .venv/bin/voice-assistant demo "$@"
         ;;
     run)
-        install_system_packages
+        install_missing_packages "${RUNTIME_PACKAGES[@]}"
         install_python_packages ""
         install_portaudio
         exec .venv/bin/voice-assistant run "$@"
         ;;
     test)
-        install_system_packages
+        install_missing_packages "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
         install_python_packages dev
         install_portaudio
+        fill_wheelhouse
         exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
         ;;
     *)

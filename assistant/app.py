@@ -6,21 +6,32 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from assistant.config import ConfigError
-from assistant.events import Error, Event, EventBus, JsonlWriter, ServiceErrorEvent
+from assistant.config import ConfigError, missing_key_error
+from assistant.controls import Controls
+from assistant.event_server import EventServer, start_event_server
+from assistant.events import Error, EventBus, JsonlWriter, ServiceErrorEvent
 from assistant.heap import HeapTrimmer
+from assistant.logs import log_event
 from assistant.loop import VoiceLoop
-from assistant.ports import AudioSink, AudioSource
+from assistant.pin_checks import CONTROL_PIN_KEYS
+from assistant.ports import AudioSink, AudioSource, Button
 from assistant.providers.base import ServiceError, Stages
 from assistant.providers.chain import FailureReport
 from assistant.providers.dify_app import Finding, check_app
 from assistant.providers.factory import Services, build_stages
-from assistant.settings import Secret, Settings, Trigger
-from assistant.watchdog import Watchdog, sd_notify
+from assistant.service_status import ServiceStatus, watchdog_timeout
+from assistant.settings import LedKind, Secret, Settings, Trigger
+from assistant.status_light import StatusLightFollower, patterns
+from assistant.volume import STATE_FILE, Volume, state_dir
+from assistant.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from hardware.gpio import Pins
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +49,9 @@ class RunOptions:
     """Every event as one JSON line."""
     source: AudioSource | None = None
     """A ready-made microphone (a benchmark's scripted one); takes precedence over mic_wav."""
-
-
-def _log_event(event: Event) -> None:
-    if event.kind in ("transcript", "answer"):
-        log.info("%s: %s", event.kind, event.data.get("text", ""))
-    elif event.kind == "utterance_dropped":
-        log.info("utterance dropped: %s", event.data.get("reason"))
-    elif event.kind == "state":
-        log.debug("state: %s", event.data.get("state"))
-
-
-def _notify_systemd(event: Event) -> None:
-    if event.kind == "ready":
-        sd_notify("READY=1")
+    dev_server: bool = False
+    """Answer from the bundled dev server (`demo`, `run --dev-server`); never implied by a
+    missing key, which stops the run instead."""
 
 
 def _make_source(settings: Settings, options: RunOptions) -> AudioSource:
@@ -103,11 +103,9 @@ def _timeline_aligner(source: AudioSource, sink: AudioSink) -> Callable[[], None
 
 
 @contextlib.asynccontextmanager
-async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
-    """With no API key, run against the bundled dev server: the demo needs no account."""
-    if settings.dify.api_key:
-        yield settings
-        return
+async def local_dev_server(settings: Settings) -> AsyncIterator[Settings]:
+    """Run against the bundled dev server (the demo needs no account): the settings to
+    use while it runs. Its `/_dev/` levers stay off: nobody here steers it."""
     from assistant.devserver import DevServerOptions, start_devserver
 
     server = await start_devserver(
@@ -116,7 +114,7 @@ async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
         # An app set up for in-stream speech auto-plays: so does the bundled one then.
         DevServerOptions(stream_tts=settings.providers.tts == "dify-stream"),
     )
-    log.warning("no DIFY_API_KEY: answering from the bundled dev server at %s", server.base_url)
+    log.warning("answering from the bundled dev server at %s", server.base_url)
     try:
         yield dataclasses.replace(
             settings,
@@ -126,6 +124,11 @@ async def local_server_if_needed(settings: Settings) -> AsyncIterator[Settings]:
         )
     finally:
         await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _as_is(settings: Settings) -> AsyncIterator[Settings]:
+    yield settings
 
 
 async def _warm_up(services: Services, bus: EventBus, timeout_s: float) -> None:
@@ -143,7 +146,9 @@ async def _warm_up(services: Services, bus: EventBus, timeout_s: float) -> None:
         bus.publish(Error(stage="startup", service=name, code="unreachable", message=str(exc)))
 
 
-async def _checked_stages(services: Services, settings: Settings, bus: EventBus) -> Stages:
+async def _checked_stages(
+    services: Services, settings: Settings, bus: EventBus, events: EventServer | None = None
+) -> Stages:
     """The stages to run, once the Dify app read at warm-up is checked against the config.
 
     What would fail every turn stops the start (ConfigError: exit status 2); a Dify
@@ -154,6 +159,8 @@ async def _checked_stages(services: Services, settings: Settings, bus: EventBus)
     if dify.app_parameters is None:
         return services.stages
     info = await dify.app_info()
+    if events is not None and info is not None:
+        events.snapshot.app = str(info.get("name") or "") or None  # for the kiosk's hello
     check = check_app(dify.app_parameters, info, settings.dify, settings.providers)
     for finding in check.findings:
         _report_app_problem(bus, finding)
@@ -174,6 +181,126 @@ def _report_app_problem(bus: EventBus, finding: Finding) -> None:
     bus.publish(Error(stage="startup", service="dify", code=finding.code, message=message))
 
 
+def _volume(settings: Settings) -> Volume:
+    """The output level, kept in the state directory across restarts."""
+    v = settings.volume
+    return Volume(
+        default_db=v.default_db,
+        step_db=v.step_db,
+        min_db=v.min_db,
+        max_db=v.max_db,
+        path=state_dir(settings.assistant.state_dir) / STATE_FILE,
+    )
+
+
+def _control_actions(controls: Controls) -> dict[str, Callable[[], object]]:
+    """What each optional button does, by its `[button]` key."""
+    return {
+        "cancel_pin": controls.cancel,
+        "mute_pin": controls.toggle_mute,
+        "volume_up_pin": lambda: controls.volume_step(+1),
+        "volume_down_pin": lambda: controls.volume_step(-1),
+    }
+
+
+def _pins(settings: Settings) -> Pins | None:
+    """The one pin factory of every GPIO device; None when none is configured (gpiozero,
+    some 9 MB, is then not even imported)."""
+    if (
+        settings.assistant.trigger is Trigger.HANDS_FREE
+        and settings.leds.kind is LedKind.NONE
+        and all(getattr(settings.button, key) < 0 for key in CONTROL_PIN_KEYS)
+    ):
+        return None
+    from hardware.gpio import Pins
+
+    return Pins(settings.button.pin_factory)
+
+
+@contextlib.contextmanager
+def _button_config_errors(settings: Settings) -> Iterator[None]:
+    """A button that cannot be opened stops the start (exit status 2), naming its key."""
+    from hardware.gpio import PinError, PinFactoryError
+
+    try:
+        yield
+    except PinFactoryError as exc:
+        raise ConfigError("button.pin_factory", settings.button.pin_factory, exc.reason) from exc
+    except PinError as exc:
+        [(key, pin)] = exc.pins.items()
+        raise ConfigError(key, pin, exc.reason) from exc
+
+
+def _talk_button(
+    settings: Settings, pins: Pins | None, gpio: contextlib.ExitStack
+) -> Button | None:
+    """The talk button, for the triggers that use one (push-to-talk, toggle)."""
+    if pins is None or settings.assistant.trigger is Trigger.HANDS_FREE:
+        return None
+    from hardware.buttons import TalkButton
+
+    with _button_config_errors(settings):
+        button = TalkButton(
+            asyncio.get_running_loop(),
+            pin=settings.button.pin,
+            bounce_ms=settings.button.bounce_ms,
+            pin_factory=pins.factory(),
+        )
+    gpio.callback(button.close)
+    return button
+
+
+def _control_buttons(
+    settings: Settings, pins: Pins | None, controls: Controls, gpio: contextlib.ExitStack
+) -> None:
+    """The cancel, mute and volume buttons that are fitted, each calling its control on
+    the event loop's thread."""
+    if pins is None:
+        return
+    from hardware.buttons import PressButton
+
+    for key, action in _control_actions(controls).items():
+        if (pin := getattr(settings.button, key)) < 0:
+            continue
+        with _button_config_errors(settings):
+            button = PressButton(
+                asyncio.get_running_loop(),
+                pin=pin,
+                bounce_ms=settings.button.bounce_ms,
+                action=action,
+                label=f"button.{key}",
+                pin_factory=pins.factory(),
+            )
+        gpio.callback(button.close)
+
+
+def _status_light(
+    settings: Settings, pins: Pins | None, bus: EventBus, gpio: contextlib.ExitStack
+) -> None:
+    """The status LED following the events; one that cannot be opened is logged once and
+    the assistant runs without it (a light is no reason to stay silent)."""
+    leds = settings.leds
+    if pins is None or leds.kind is LedKind.NONE:
+        return
+    from hardware.gpio import PinError, PinFactoryError
+    from hardware.status_led import GpioStatusLight
+
+    try:
+        light = GpioStatusLight(
+            leds.kind.value,
+            {f"leds.{key}": getattr(leds, key) for key in leds.pin_keys()},
+            active_high=leds.active_high,
+            brightness=leds.brightness,
+            pin_factory=pins.factory(),
+        )
+    except (PinError, PinFactoryError) as exc:
+        log.error("running without the status LED: %s", exc)
+        return
+    follower = StatusLightFollower(light, patterns(leds), error_hold_s=leds.error_hold_s)
+    bus.add_listener(follower.on_event)
+    gpio.callback(follower.close)
+
+
 def _failure_publisher(bus: EventBus) -> FailureReport:
     """Every failed attempt of a stage, even one a retry or fallback recovered."""
 
@@ -190,13 +317,19 @@ async def run_assistant(
 
     `bus`: subscribe to it beforehand to watch the run (tests, a kiosk page).
     """
+    if not options.dev_server and (missing := missing_key_error(settings)) is not None:
+        raise missing
     bus = bus or EventBus()
-    bus.add_listener(_log_event)
+    # Listening from the start (the hello's state); a missing token stops the start here.
+    events = EventServer(settings.events, bus) if settings.events.enabled else None
+    bus.add_listener(log_event)
+    status = ServiceStatus()
+    bus.add_listener(status)
+    status.say("starting: connecting to the services")
     watchdog = None
-    if settings.assistant.watchdog_s:
-        watchdog = Watchdog(asyncio.get_running_loop(), settings.assistant.watchdog_s)
+    if (limit := watchdog_timeout(settings.assistant.watchdog_s)) is not None:
+        watchdog = Watchdog(asyncio.get_running_loop(), limit)
         watchdog.start()
-        bus.add_listener(_notify_systemd)
     writer = JsonlWriter(options.events_jsonl) if options.events_jsonl else None
     if writer is not None:
         bus.add_listener(writer)
@@ -204,24 +337,22 @@ async def run_assistant(
     bus.add_listener(trimmer.on_event)
     try:
         async with (
-            local_server_if_needed(settings) as live,
+            local_dev_server(settings) if options.dev_server else _as_is(settings) as live,
             build_stages(live, _failure_publisher(bus)) as services,
         ):
             bus.add_listener(services.warmer.on_event)
-            button = None
+            # Every GPIO device, closed together; their one pin factory last.
+            gpio = contextlib.ExitStack()
             try:
+                if (pins := _pins(live)) is not None:
+                    gpio.callback(pins.close)
+                _status_light(live, pins, bus, gpio)
                 await _warm_up(services, bus, live.http.warm_up_timeout_s)
-                stages = await _checked_stages(services, live, bus)
-                if live.assistant.trigger is Trigger.PUSH_TO_TALK:
-                    from hardware.buttons import TalkButton
-
-                    button = TalkButton(
-                        asyncio.get_running_loop(),
-                        pin=live.button.pin,
-                        bounce_ms=live.button.bounce_ms,
-                        pin_factory=live.button.pin_factory,
-                    )
+                stages = await _checked_stages(services, live, bus, events)
+                button = _talk_button(live, pins, gpio)
+                status.say("opening the microphone and speaker")
                 source, sink = _make_source(live, options), _make_sink(live, options)
+                volume = _volume(live)
                 loop = VoiceLoop(
                     live,
                     source,
@@ -230,11 +361,15 @@ async def run_assistant(
                     bus,
                     button,
                     _timeline_aligner(source, sink),
+                    volume,
                 )
+                _control_buttons(live, pins, loop, gpio)
+                await start_event_server(events, bus, loop, volume)
                 await loop.run()
             finally:
-                if button is not None:
-                    button.close()
+                if events is not None:
+                    await events.stop()
+                gpio.close()
     finally:
         trimmer.close()
         if watchdog is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 from urllib.parse import urlparse
 
+from assistant.pin_checks import RULES as PIN_RULES
+from assistant.pin_checks import pin_problem
 from assistant.providers.openai_names import (
     OPENAI_FORMATS,
     OPENAI_STT_MODELS,
@@ -28,11 +31,26 @@ from assistant.providers.openai_names import (
     OPENAI_VOICES,
 )
 from assistant.settings import Secret, Settings, Speculate
+from assistant.states import STRICT_ENV
 
 log = logging.getLogger(__name__)
 
-ENV_PREFIX = "VA_"
-"""`VA_<SECTION>_<KEY>` overrides any key, e.g. VA_VAD_HANGOVER_MS=400."""
+ENV_PREFIX = "VOICE_ASSISTANT_"
+"""`VOICE_ASSISTANT_<SECTION>_<KEY>` overrides any key, e.g.
+VOICE_ASSISTANT_VAD_HANGOVER_MS=400. A variable under it that names no key stops the start:
+the prefix is this program's own, so such a variable is a typo."""
+LEGACY_ENV_PREFIX = "VA_"
+"""The old prefix: still read (with one deprecation warning) where it names a key, and
+otherwise ignored, since other programs use `VA_` too."""
+NOT_CONFIG_VARIABLES = frozenset({STRICT_ENV, "VOICE_ASSISTANT_PORTAUDIO"})
+"""Variables under ENV_PREFIX that are no config keys: the tests' strict state machine,
+and hardware.portaudio_library's choice of PortAudio (named here, since the core does not
+import hardware)."""
+CREDENTIAL_SUFFIX = "-api-key"
+"""systemd credentials (`LoadCredential=dify-api-key:...`) are read from
+$CREDENTIALS_DIRECTORY/<section>-api-key."""
+SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "credential")
+"""A setting or variable whose name holds one of these never has its value printed."""
 
 ENV_ALIASES = {
     "DIFY_API_KEY": ("dify", "api_key"),
@@ -55,10 +73,24 @@ SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Device and file rates a setting may name."""
 
 
+def looks_secret(name: str) -> bool:
+    """Whether a setting's or variable's name suggests its value is a secret."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_WORDS)
+
+
 class ConfigError(ValueError):
-    def __init__(self, key: str, value: object, reason: str) -> None:
-        shown = "***" if key.endswith("api_key") or key.endswith("API_KEY") else repr(value)
-        super().__init__(f"config error: {key} = {shown}: {reason}")
+    """A setting that cannot work: `config error: <key> = <value>: <reason>`.
+
+    The value is left out (`config error: <key>: <reason>`) when `show_value` is False (an
+    unknown key: a misspelt `api_key` holds a key) or the key's name suggests a secret.
+    """
+
+    def __init__(self, key: str, value: object, reason: str, *, show_value: bool = True) -> None:
+        if show_value and not looks_secret(key):
+            super().__init__(f"config error: {key} = {value!r}: {reason}")
+        else:
+            super().__init__(f"config error: {key}: {reason}")
         self.key = key
         self.reason = reason
 
@@ -124,6 +156,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "button.bounce_ms": _between(0, 500),
     "button.long_press_s": _between(0.3, 30),
     "button.pin_factory": _one_of("", "mock", "lgpio", "rpigpio", "pigpio", "native"),
+    **PIN_RULES,
     "http.connect_timeout_s": _between(0.1, 120),
     "http.read_timeout_s": _between(0.5, 600),
     "http.stt_timeout_s": _between(1, 600),
@@ -159,6 +192,10 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "speech.max_sentence_chars": _between(20, 4096),
     "speech.tts_prefetch": _between(1, 8),
     "devserver.port": _between(0, 65535),
+    "events.port": _between(0, 65535),
+    "events.host": lambda v: (
+        None if v.strip() else "must name an address (127.0.0.1: this device only)"
+    ),
     "assistant.follow_up_s": _between(0, 60),
     "assistant.listen_timeout_s": _between(1, 60),
     "audio.echo_tail_ms": _between(0, 2000),
@@ -244,15 +281,22 @@ def _merge(raw: Mapping[str, Any], from_env: bool = False) -> dict[str, dict[str
     merged: dict[str, dict[str, Any]] = {}
     for name, table in raw.items():
         if name not in sections:
-            raise ConfigError(name, table, "unknown section" + _did_you_mean(name, [*sections]))
+            raise ConfigError(
+                name,
+                table,
+                "unknown section" + _did_you_mean(name, [*sections]),
+                show_value=False,
+            )
         if not isinstance(table, Mapping):
-            raise ConfigError(name, table, "must be a table")
+            raise ConfigError(name, table, "must be a table", show_value=False)
         hints = get_type_hints(sections[name])
         values: dict[str, Any] = {}
         for key, value in table.items():
             full = f"{name}.{key}"
             if key not in hints:
-                raise ConfigError(full, value, "unknown key" + _did_you_mean(key, [*hints]))
+                raise ConfigError(
+                    full, value, "unknown key" + _did_you_mean(key, [*hints]), show_value=False
+                )
             values[key] = _coerce(full, value, _unwrap(hints[key]), from_env)
         merged[name] = values
     return merged
@@ -265,40 +309,139 @@ def _unwrap(hint: Any) -> Any:
     return hint
 
 
+def _env_variables() -> dict[str, tuple[str, str]]:
+    """Every override variable's name (without the prefix) -> (section, key)."""
+    return {
+        f"{section}_{key}".upper(): (section, key)
+        for section, group in _section_types().items()
+        for key in get_type_hints(group)
+    }
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    sections = _section_types()
+    """The overrides the environment gives, by section and key.
+
+    Under ENV_PREFIX a variable that names no key stops the start (with the closest name);
+    under the legacy `VA_` one it is someone else's and left alone, and one that does
+    name a key still works, with a single deprecation warning for all of them.
+    """
+    known = _env_variables()
     out: dict[str, dict[str, str]] = {}
     for var, (section, key) in ENV_ALIASES.items():
         if environ.get(var):
             out.setdefault(section, {})[key] = environ[var]
+    legacy: list[str] = []
     for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX):
-            continue
-        rest = var[len(ENV_PREFIX) :].lower()
-        for section in sections:
-            if rest.startswith(section + "_"):
-                out.setdefault(section, {})[rest[len(section) + 1 :]] = value
-                break
-        else:
-            raise ConfigError(var, value, "environment variable names no config section")
+        if var.startswith(LEGACY_ENV_PREFIX) and var[len(LEGACY_ENV_PREFIX) :] in known:
+            name = var[len(LEGACY_ENV_PREFIX) :]
+            if ENV_PREFIX + name not in environ:  # the new name wins
+                section, key = known[name]
+                out.setdefault(section, {})[key] = value
+            legacy.append(var)
+        elif var.startswith(ENV_PREFIX) and var not in NOT_CONFIG_VARIABLES:
+            name = var[len(ENV_PREFIX) :]
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+                raise ConfigError(var, value, "names no config key" + hint, show_value=False)
+            section, key = known[name]
+            out.setdefault(section, {})[key] = value
+    if legacy:
+        log.warning(
+            "the VA_ prefix is deprecated and will stop working: rename %s",
+            ", ".join(f"{var} to {ENV_PREFIX}{var[len(LEGACY_ENV_PREFIX) :]}" for var in legacy),
+        )
     return out
 
 
-def _read_key_file(section: str, path_text: str) -> Secret:
-    key = f"{section}.api_key_file"
+def _read_key_file(key: str, path_text: str) -> Secret:
+    """The key in the file at `path_text`; `key` is the setting that named the file."""
     path = Path(path_text).expanduser()
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(
-            "dify.api_key_file", path_text, f"cannot be read: {exc.strerror}"
-        ) from None
+        raise ConfigError(key, path_text, f"cannot be read: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s is readable by other users; chmod 600 it", path)
+        # Others on the device could read the key, so it is no longer only ours.
+        raise ConfigError(
+            key,
+            path_text,
+            f"{path} can be read by other users: chmod 600 it (and check who has seen it)",
+        )
     if not text:
         raise ConfigError(key, path_text, "is empty")
     return Secret(text)
+
+
+def _with_keys(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Each service's key from its `api_key_file`, else from the systemd credential
+    `<section>-api-key` when the service manager passed one, unless a key is given."""
+    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
+    for section in KEYED_SECTIONS:
+        group = getattr(settings, section)
+        if group.api_key:
+            continue
+        if group.api_key_file:
+            secret = _read_key_file(f"{section}.api_key_file", group.api_key_file)
+        elif credentials and (Path(credentials) / f"{section}{CREDENTIAL_SUFFIX}").is_file():
+            credential = str(Path(credentials) / f"{section}{CREDENTIAL_SUFFIX}")
+            secret = _read_key_file(f"credential {section}{CREDENTIAL_SUFFIX}", credential)
+        else:
+            continue
+        settings = dataclasses.replace(
+            settings, **{section: dataclasses.replace(group, api_key=secret)}
+        )
+    return settings
+
+
+def services_in_use(settings: Settings) -> tuple[str, ...]:
+    """The services the configured providers talk to (Dify always writes the answers)."""
+    providers = settings.providers
+    named = {providers.stt, *providers.stt_fallback, providers.tts, *providers.tts_fallback}
+    used = ["dify"]
+    used += [service for service in ("openai", "convai") if service in named]
+    return tuple(used)
+
+
+def missing_key_error(settings: Settings) -> ConfigError | None:
+    """What `run` says and stops with when it has no Dify key (it never answers from the
+    bundled dev server unless told to: a device whose key went missing must say so)."""
+    if settings.dify.api_key:
+        return None
+    return ConfigError(
+        "dify.api_key",
+        "",
+        "no Dify API key. Give it one of three ways: the DIFY_API_KEY environment variable; "
+        "a file only you can read, named by [dify] api_key_file or DIFY_API_KEY_FILE; or "
+        "the systemd credential dify-api-key (systemd/install.sh sets it up). "
+        "To try the assistant without an account: voice-assistant demo "
+        "(or voice-assistant run --dev-server)",
+        show_value=False,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_plain_http(settings: Settings) -> None:
+    """One warning per service whose key would cross the network unencrypted."""
+    for service in services_in_use(settings):
+        group = getattr(settings, service)
+        url = urlparse(group.base_url)
+        if group.api_key and url.scheme == "http" and not _is_loopback(url.hostname or ""):
+            log.warning(
+                "%s.base_url is plain http:// to %s: the API key and every question cross "
+                "the network unencrypted; use https:// unless that network is yours alone",
+                service,
+                url.hostname,
+            )
 
 
 def _check(settings: Settings) -> None:
@@ -320,6 +463,9 @@ def _check(settings: Settings) -> None:
     _check_speculation(settings)
     _check_question_variable(settings)
     _check_earcon_files(settings)
+    _check_events(settings)
+    if (problem := pin_problem(settings)) is not None:
+        raise ConfigError(*problem)
     volume = settings.volume
     if not volume.min_db <= volume.default_db <= volume.max_db:
         raise ConfigError(
@@ -349,6 +495,27 @@ def _check_speculation(settings: Settings) -> None:
             vad.speculate.value,
             'needs dify.app = "completion" (a chat app would remember the discarded '
             'half question); use "stt"',
+        )
+
+
+EVENTS_TOKEN_MIN_CHARS = 16
+
+
+def _check_events(settings: Settings) -> None:
+    """The event stream takes commands for the microphone: off this device, only with a
+    token, and one too long to guess."""
+    events = settings.events
+    token = events.token.reveal()
+    if token and len(token) < EVENTS_TOKEN_MIN_CHARS:
+        raise ConfigError(
+            "events.token", "", f"must be at least {EVENTS_TOKEN_MIN_CHARS} characters"
+        )
+    if events.enabled and not token and not _is_loopback(events.host):
+        raise ConfigError(
+            "events.token",
+            "",
+            f"events.host = {events.host!r} is reachable from other machines: set a token "
+            "([events] token or VOICE_ASSISTANT_EVENTS_TOKEN), or bind to 127.0.0.1",
         )
 
 
@@ -416,20 +583,15 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError("--config", str(path), f"cannot be read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(path), f"is not valid TOML: {exc}") from None
+    environ = os.environ if environ is None else environ
     merged = _merge(raw)
-    env = _merge(_env_overrides(os.environ if environ is None else environ), from_env=True)
+    env = _merge(_env_overrides(environ), from_env=True)
     for section, values in env.items():
         merged.setdefault(section, {}).update(values)
 
     sections = _section_types()
     built = {name: sections[name](**merged.get(name, {})) for name in sections}
-    settings = Settings(**built)
-    for section in KEYED_SECTIONS:
-        group = getattr(settings, section)
-        if group.api_key_file and not group.api_key:
-            secret = _read_key_file(section, group.api_key_file)
-            settings = dataclasses.replace(
-                settings, **{section: dataclasses.replace(group, api_key=secret)}
-            )
+    settings = _with_keys(Settings(**built), environ)
     _check(settings)
+    _warn_plain_http(settings)
     return settings

@@ -61,15 +61,18 @@ def _summarise(events_path: Path, answer_path: Path) -> None:
 
 
 def run_demo(settings: Settings, out: Path) -> None:
-    if settings.dify.api_key:
-        log.info("DIFY_API_KEY is set: the demo talks to %s", settings.dify.base_url)
+    # The demo needs no account: without a key it answers from the bundled dev server.
+    local = not settings.dify.api_key
+    if not local:
+        log.info("a Dify key is set: the demo talks to %s", settings.dify.base_url)
     if audio_devices_available():
         print("Listening: ask a question (Ctrl-C to stop).")
-        asyncio.run(run_assistant(settings, RunOptions()))
+        asyncio.run(run_assistant(settings, RunOptions(dev_server=local)))
         return
     print("No sound card found: asking a recorded question and writing the answer to a file.")
     out.mkdir(parents=True, exist_ok=True)
     question, answer, events = out / "question.wav", out / "answer.wav", out / "events.jsonl"
     _question_wav(question)
-    asyncio.run(run_assistant(settings, RunOptions(question, answer, events)))
+    options = RunOptions(question, answer, events, dev_server=local)
+    asyncio.run(run_assistant(settings, options))
     _summarise(events, answer)

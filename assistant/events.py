@@ -16,6 +16,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -131,7 +133,7 @@ class ListeningStarted(Event):
     button, the follow-up window after an answer, a wake word (not hands-free listening)."""
 
     by: str
-    """`button`, `follow_up` or `wake_word`."""
+    """`button`, `screen` (the kiosk page's talk button), `follow_up` or `wake_word`."""
     window_s: float | None = None
     """How long it waits for speech before giving up (none while the button is held)."""
 
@@ -142,7 +144,7 @@ class BargeIn(Event):
     """The user interrupted an answer; `t` is when (the press, or the first voiced frame)."""
 
     by: str
-    """`button` or `voice`."""
+    """`button`, `screen` or `voice`."""
 
 
 @_kind("conversation_reset")
@@ -160,9 +162,20 @@ class Cancelled(Event):
     """The cancel button (or command) stopped what was happening."""
 
     by: str
-    """`button` or `command`."""
+    """`button`, `command`, or `say` (an announcement told to interrupt)."""
     state: str
     """What was stopped: the state the loop was in."""
+
+
+@_kind("announcement")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announcement(Event):
+    """A text given to `say` starts to be spoken (not an answer: no turn of its own)."""
+
+    text: str
+    """What is said."""
+    waited_s: float
+    """How long it waited for the answer or question before it (0: said at once)."""
 
 
 @_kind("mute")
@@ -398,10 +411,17 @@ class EventBus:
 
 
 class JsonlWriter:
-    """Writes every event as one JSON line; flushed per line so a crash loses nothing."""
+    """Writes every event as one JSON line; flushed per line so a crash loses nothing.
+
+    The file holds what was said and answered, so only its owner may read it (0600, an
+    existing file too; a pipe or terminal is left as it is).
+    """
 
     def __init__(self, path: Path) -> None:
-        self._file: TextIO = path.open("w", encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)  # O_CREAT's mode applies to new files only
+        self._file: TextIO = os.fdopen(fd, "w", encoding="utf-8")
 
     def __call__(self, event: Event) -> None:
         self._file.write(event.to_json() + "\n")

@@ -1,8 +1,15 @@
 """The voice loop: listens, runs turns, and survives their failures.
 
 Its states, and which may follow which, are in assistant.states: every change goes
-through the loop's StateMachine. Keeping the microphone and speaker open through
-failures is `assistant.devices`; one turn is `assistant.turn`.
+through the loop's StateMachine. How a question starts and ends in each trigger mode is
+`assistant.trigger`; keeping the microphone and speaker open through failures is
+`assistant.devices`; one turn is `assistant.turn`. Everything the device plays goes
+through one output sink (volume, and the timeline that keeps the device's own sounds out
+of what it hears); earcons follow the events (`assistant.earcon_player`). Buttons and
+other outside controls call the `Controls` methods (assistant.controls); the kiosk page's
+talk button is a second talk button (assistant.screen_button), press-and-hold in every
+mode, and its `say` command queues announcements (assistant.announcement) that play
+between turns, or cut the answer off when asked to.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ import numpy as np
 
 from assistant import events
 from assistant.aio import cancel_and_wait
-from assistant.audio.earcons import error_earcon
+from assistant.announcement import Announcement, Announcements
+from assistant.audio.earcons import Earcon, make_earcon
 from assistant.audio.endpointer import (
     Endpointer,
     EndpointEvent,
@@ -28,19 +36,32 @@ from assistant.audio.endpointer import (
     UtteranceEnded,
 )
 from assistant.audio.espeak import EspeakError, synthesize_async
+from assistant.audio.output_sink import OutputSink
 from assistant.audio.resample import resample_once
+from assistant.audio.self_sound import PlaybackTimeline, SelfSoundGate
 from assistant.devices import AudioDevices, InputEnded
+from assistant.earcon_player import EarconPlayer
 from assistant.events import EventBus
 from assistant.failures import describe_failure
-from assistant.ports import AudioBlock, AudioSink, AudioSource, Button, DeviceError
+from assistant.ports import AudioBlock, AudioSink, AudioSource, Button, ButtonEvent, DeviceError
 from assistant.providers.base import Stages
+from assistant.screen_button import ScreenButton
 from assistant.settings import Settings, Speculate, Trigger
 from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
 from assistant.states import State, StateMachine
+from assistant.trigger import TriggerPolicy
 from assistant.turn import Turn
+from assistant.volume import Volume
 
 log = logging.getLogger(__name__)
+
+BARGE_IN = "barge_in"
+CANCEL = "cancel"
+SCREEN = "screen"
+"""How the kiosk page's talk button is named in events."""
+ERROR_TONE_GAP_S = 0.15
+"""Silence between the error tones and the spoken explanation."""
 
 
 class VoiceLoop:
@@ -53,35 +74,114 @@ class VoiceLoop:
         bus: EventBus,
         button: Button | None = None,
         on_devices_open: Callable[[], None] | None = None,
+        volume: Volume | None = None,
     ) -> None:
-        """`on_devices_open` runs each time both devices have (re)opened."""
-        if settings.assistant.trigger is Trigger.PUSH_TO_TALK and button is None:
-            raise ValueError("push_to_talk needs a talk button")
+        """`on_devices_open` runs each time both devices have (re)opened; `volume` is the
+        output level (kept in a state file by the wiring; a fresh one otherwise)."""
+        trigger = settings.assistant.trigger
+        if trigger is not Trigger.HANDS_FREE and button is None:
+            raise ValueError(f"{trigger} needs a talk button")
         self._settings = settings
-        self._sink = sink
         self._stages = stages
         self._bus = bus
         self._button = button
-        # In push-to-talk the VAD never opens an utterance: only the button does.
+        v = settings.volume
+        self._volume = volume or Volume(
+            default_db=v.default_db, step_db=v.step_db, min_db=v.min_db, max_db=v.max_db, path=None
+        )
+        timeline = PlaybackTimeline()
+        self._sink = OutputSink(sink, self._volume, timeline)
+        self._self_sound = SelfSoundGate(timeline, settings.audio.echo_tail_ms / 1000)
+        self._earcons = EarconPlayer(self._sink, settings.earcons)
+        bus.add_listener(self._earcons.on_event)
         self._endpointer = Endpointer(
             settings.vad,
-            hands_free=settings.assistant.trigger is Trigger.HANDS_FREE,
+            hands_free=trigger is Trigger.HANDS_FREE,
             pause_events=settings.vad.speculate is not Speculate.OFF,
         )
+        self._trigger = TriggerPolicy(
+            trigger,
+            self._endpointer,
+            listen_timeout_s=settings.assistant.listen_timeout_s,
+            long_press_s=settings.button.long_press_s,
+            publish=bus.publish,
+            reset_conversation=stages.completion.reset_conversation,
+        )
+        # Voice barge-in listens to the answer's time; without echo cancellation it
+        # would hear the answer itself, so it is off unless asked for.
+        self._by_voice = settings.assistant.barge_in_voice and trigger is Trigger.HANDS_FREE
         self._states = StateMachine(bus)
         self._set_state = self._states.to
         self._speculation = Speculator(settings.vad.speculate, bus, self._set_state)
         self._turns = 0
         self._input_ended = False
-        self._pressed_at: float | None = None
         self._carry_over = False
+        self._follow_up = False
+        self._muted = False
+        self._cancelled = asyncio.Event()
+        self._answering: Turn | Announcement | None = None
+        self._screen = ScreenButton()
+        self._announcements = Announcements()
         self._devices = AudioDevices(
-            source, sink, bus, self._set_state, settings.audio.device_timeout_s, on_devices_open
+            source,
+            self._sink,
+            bus,
+            self._set_state,
+            settings.audio.device_timeout_s,
+            on_devices_open,
         )
 
     @property
     def state(self) -> State:
         return self._states.state
+
+    # -- controls (assistant.controls.Controls) ------------------------------------
+
+    def cancel(self, by: str = "button") -> None:
+        """Stop whatever is happening (announcements waiting too); an answer is silenced
+        right now."""
+        self._announcements.clear()
+        self._interrupt(by)
+
+    def _interrupt(self, by: str) -> None:
+        if self._answering is not None:
+            self._answering.interrupt()
+        self._bus.publish(events.Cancelled(by=by, state=self.state.value))
+        self._cancelled.set()
+
+    def talk_start(self) -> None:
+        """The kiosk page's talk button is pressed: as the real one, held."""
+        self._screen.press()
+
+    def talk_stop(self) -> None:
+        """...and released."""
+        self._screen.release()
+
+    def say(self, text: str, *, interrupt: bool = False) -> None:
+        """Speak `text` through the configured voices once the answer playing and any
+        question being asked are over; `interrupt`: cut the answer (or announcement)
+        playing off and say it first."""
+        self._announcements.add(text, first=interrupt)
+        if interrupt and self._answering is not None:
+            self._interrupt("say")
+
+    def toggle_mute(self) -> None:
+        self.set_muted(not self._muted)
+
+    def set_muted(self, muted: bool) -> None:
+        if muted != self._muted:
+            self._muted = muted
+            self._bus.publish(events.Muted(muted=muted))
+
+    def volume_step(self, steps: int) -> None:
+        changed = self._volume.step(steps)
+        self._bus.publish(events.VolumeChanged(db=self._volume.db, changed=changed))
+
+    def reset_conversation(self, by: str = "button") -> None:
+        self._stages.completion.reset_conversation()
+        self._bus.publish(events.ConversationReset(reason=by))
+
+    # -- running -------------------------------------------------------------------
 
     async def run(self) -> None:
         """Listen and answer until a finite microphone runs out (forever on a device)."""
@@ -92,40 +192,61 @@ class VoiceLoop:
                 utterance = await self._listen()
                 if utterance is not None:
                     await self._respond(utterance)
+                elif self._announcements and not self._input_ended:
+                    await self._announce()
             self._set_state(State.IDLE)
         finally:
             await self._speculation.aclose()
+            await self._earcons.aclose()
             await self._devices.close()
 
     async def _read(self) -> AudioBlock:
+        """The microphone's next block, with the device's own sounds silenced in it."""
         in_utterance = self._endpointer.in_utterance
-        quiet = not in_utterance and self.state in (State.IDLE, State.LISTENING)
+        quiet = not in_utterance and self.state in (State.IDLE, State.LISTENING, State.MUTED)
         try:
-            return await self._devices.read(in_utterance=in_utterance, quiet=quiet)
+            block = await self._devices.read(in_utterance=in_utterance, quiet=quiet)
         except InputEnded:
             self._input_ended = True
             raise
+        if self._by_voice and self.state is State.SPEAKING:
+            return block  # voice barge-in hears the answer's time as it is
+        return self._self_sound(block)
 
     # -- listening -------------------------------------------------------------
 
     async def _listen(self) -> Utterance | None:
-        """The next utterance; None when there is none (input ended, device reopened)."""
-        push_to_talk = self._settings.assistant.trigger is Trigger.PUSH_TO_TALK
+        """The next utterance; None when there is none (input ended, device reopened, or
+        an announcement is waiting and no question is being asked)."""
+        self._cancelled.clear()
         if self._carry_over:
             # A barge-in already opened the next utterance: keep what it holds.
             self._carry_over = False
-            self._set_state(State.LISTENING)
+            self._trigger.announce_carried_over()
         else:
             self._endpointer.reset()
-            self._set_state(State.IDLE if push_to_talk else State.LISTENING)
+            if self._follow_up and not self._muted:
+                self._trigger.open_window("follow_up", self._settings.assistant.follow_up_s)
+        self._follow_up = False
         try:
             while True:
+                self._show_waiting()
                 block = await self._read()
-                found = self._button_edges() if push_to_talk else []
-                found[:0] = self._endpointer.process(block)
+                halted = self._muted or self._cancelled.is_set()
+                if halted:
+                    self._stop_listening()
+                if self._announcements and not self._endpointer.in_utterance:
+                    return None  # said now; a question being asked goes first
+                if halted:
+                    continue
+                edges = self._button.pending_events() if self._button is not None else []
+                found = self._endpointer.process(block)
+                found += self._trigger.edges(edges)
+                found += self._trigger.edges(self._screen.pending_events(), hold=True, by=SCREEN)
                 for event in found:
                     if (utterance := self._endpointer_result(event)) is not None:
                         return utterance
+                self._trigger.expired(block.t_start + block.duration)
         except InputEnded:
             for event in self._endpointer.flush(time.monotonic()):
                 if (utterance := self._endpointer_result(event)) is not None:
@@ -136,33 +257,25 @@ class VoiceLoop:
             await self._devices.recover(exc, "the microphone")
             return None
 
-    def _button_edges(self) -> list[EndpointEvent]:
-        """Apply the talk button's edges since the last block.
+    def _show_waiting(self) -> None:
+        """The state while no turn runs: muted, listening, or waiting for the button."""
+        if self._muted:
+            self._set_state(State.MUTED)
+        elif self._trigger.listening:
+            self._set_state(State.LISTENING)
+        else:
+            self._set_state(self._trigger.waiting_state)
 
-        Edges are timestamped in gpiozero's thread, so handling them once per
-        block (20 ms) still cuts the utterance at the true press and release.
-        A long press with no speech in it starts a new conversation.
-        """
-        assert self._button is not None
-        ended_by_release: list[EndpointEvent] = []
-        for edge in self._button.pending_events():
-            if edge.kind == "pressed" and not self._endpointer.in_utterance:
-                self._pressed_at = edge.t
-                self._endpointer.begin_manual(edge.t)
-                self._set_state(State.LISTENING)
-            elif edge.kind == "released":
-                ended = self._endpointer.end_manual(edge.t)
-                held = edge.t - self._pressed_at if self._pressed_at is not None else 0.0
-                self._pressed_at = None
-                if (
-                    isinstance(ended, UtteranceDropped)
-                    and held >= self._settings.button.long_press_s
-                ):
-                    self._stages.completion.reset_conversation()
-                    self._bus.publish(events.ConversationReset(reason="long_press"))
-                if ended is not None:
-                    ended_by_release.append(ended)
-        return ended_by_release
+    def _stop_listening(self) -> None:
+        """Muted or cancelled: drop whatever was being captured, and the button's edges."""
+        self._cancelled.clear()
+        if self._endpointer.in_utterance or self._trigger.listening:
+            self._speculation.abandon("muted" if self._muted else "cancelled")
+            self._endpointer.reset()
+            self._trigger.utterance_over()
+        if self._button is not None:
+            self._button.pending_events()
+        self._screen.pending_events()
 
     def _endpointer_result(self, event: EndpointEvent) -> Utterance | None:
         if isinstance(event, SpeechStarted):
@@ -173,12 +286,12 @@ class VoiceLoop:
             self._speculation.discard("resumed")
         elif isinstance(event, UtteranceDropped):
             self._speculation.abandon("dropped")
+            self._trigger.utterance_over()
             self._bus.publish(
                 events.UtteranceDropped(reason=event.reason, speech_ms=event.speech_ms)
             )
-            if self._settings.assistant.trigger is Trigger.PUSH_TO_TALK:
-                self._set_state(State.IDLE)
         elif isinstance(event, UtteranceEnded):
+            self._trigger.utterance_over()
             return event.utterance
         return None
 
@@ -192,6 +305,7 @@ class VoiceLoop:
                 turn=self._turns,
                 duration_s=round(utterance.duration, 3),
                 speech_ms=utterance.speech_ms,
+                t_speech_end=utterance.t_speech_end,
             )
         )
         if (speculation := self._speculation.adopt(utterance)) is not None:
@@ -201,23 +315,52 @@ class VoiceLoop:
             turn = self._turn(self._turns)
             turn.marks.counts.update(self._speculation.take_counts())
             answering = asyncio.create_task(turn.run(utterance))
+        if await self._play_out(turn, answering, turn=self._turns):
+            self._follow_up = self._settings.assistant.follow_up_s > 0
+
+    async def _announce(self) -> None:
+        """Say the oldest announcement waiting; as interruptible as an answer."""
+        announcement = Announcement(
+            self._announcements.take(),
+            self._stages,
+            self._sink,
+            self._settings,
+            self._bus,
+            self._set_state,
+        )
+        await self._play_out(announcement, asyncio.create_task(announcement.run()), turn=None)
+
+    async def _play_out(
+        self, speech: Turn | Announcement, playing: asyncio.Task[None], *, turn: int | None
+    ) -> bool:
+        """Wait for an answer (or announcement) to end, or stop it at a barge-in or a
+        cancel; say what failed if it failed. True if it ended by itself, unharmed."""
+        self._answering = speech
         # The microphone keeps running during the answer: its audio feeds the
         # pre-roll (or the voice barge-in), so a live device never overflows and
         # a file keeps its pace.
-        listening = asyncio.create_task(self._listen_during_answer())
-        pressing = asyncio.create_task(self._press_during_answer())
+        watchers = [
+            asyncio.create_task(self._listen_during_answer()),
+            asyncio.create_task(self._press_during_answer(self._button)),
+            asyncio.create_task(self._press_during_answer(self._screen, hold=True, by=SCREEN)),
+            asyncio.create_task(self._cancel_during_answer()),
+        ]
         try:
-            interrupted = await self._first_interruption(answering, listening, pressing)
-            if interrupted:
+            interruption = await self._first_interruption(playing, *watchers)
+            if interruption is not None:
                 # Silence first: heard within one device period, before the
                 # cancelled stages (and the Dify stop call) have even unwound.
-                turn.interrupt()
-                await cancel_and_wait(answering)
-                self._carry_over = True
-            elif (failure := answering.exception()) is not None:
-                await self._report_failure(failure)
+                speech.interrupt()
+                await cancel_and_wait(playing)
+                self._carry_over = interruption == BARGE_IN
+                return False
+            if (failure := playing.exception()) is not None:
+                await self._report_failure(failure, turn)
+                return False
+            return True
         finally:
-            for task in (answering, listening, pressing):
+            self._answering = None
+            for task in (playing, *watchers):
                 await cancel_and_wait(task)
 
     def _turn(self, number: int, gate: Gate | None = None) -> Turn:
@@ -230,58 +373,63 @@ class VoiceLoop:
         return self._turn(self._turns + 1, gate)
 
     async def _first_interruption(
-        self, answering: asyncio.Task[None], *watchers: asyncio.Task[bool]
-    ) -> bool:
-        """Wait for the answer to end; True if a barge-in came first."""
+        self, answering: asyncio.Task[None], *watchers: asyncio.Task[str | None]
+    ) -> str | None:
+        """Wait for the answer to end; what interrupted it first, if anything did."""
         pending: set[asyncio.Task[object]] = {answering, *watchers}
         while answering in pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not answering and not task.cancelled() and task.result():
-                    return True
-        return False
+                    return task.result()  # type: ignore[return-value]
+        return None
 
-    async def _listen_during_answer(self) -> bool:
-        """Feed the endpointer while answering; True when the user starts speaking
-        (only if barge-in by voice is on)."""
-        by_voice = self._settings.assistant.barge_in_voice and self._button is None
+    async def _listen_during_answer(self) -> str | None:
+        """Feed the endpointer while answering; BARGE_IN when the user starts speaking
+        (only if barge-in by voice is on). Muted, the audio goes nowhere."""
         try:
             while True:
                 block = await self._read()
+                if self._muted:
+                    continue
                 heard = self._endpointer.process(block)
-                if by_voice and any(isinstance(e, SpeechStarted) for e in heard):
+                if self._by_voice and any(isinstance(e, SpeechStarted) for e in heard):
                     self._bus.publish(events.BargeIn(by="voice", t=heard[0].t))
-                    return True
+                    return BARGE_IN
         except InputEnded:
-            return False
+            return None
         except (DeviceError, TimeoutError) as exc:
             # The answer goes on; the next listen meets the failure and reopens.
             log.warning("microphone failed during an answer: %s", exc or type(exc).__name__)
-            return False
+            return None
 
-    async def _press_during_answer(self) -> bool:
-        """True at a press of the talk button: the new question starts right there."""
-        if self._button is None:
-            return False
+    async def _press_during_answer(
+        self, button: Button | None, *, hold: bool = False, by: str = "button"
+    ) -> str | None:
+        """BARGE_IN at a press of a talk button: the new question starts right there."""
+        if button is None:
+            return None
         while True:
             try:
-                edge = await self._button.next_event(timeout=3600)
+                edge: ButtonEvent = await button.next_event(timeout=3600)
             except TimeoutError:
                 continue
-            if edge.kind == "pressed":
-                self._pressed_at = edge.t
-                self._endpointer.begin_manual(edge.t)
-                self._bus.publish(events.BargeIn(by="button", t=edge.t))
-                return True
+            if not self._muted and self._trigger.press_during_answer(edge, hold=hold, by=by):
+                self._bus.publish(events.BargeIn(by=by, t=edge.t))
+                return BARGE_IN
 
-    async def _report_failure(self, exc: BaseException) -> None:
+    async def _cancel_during_answer(self) -> str:
+        await self._cancelled.wait()
+        return CANCEL
+
+    async def _report_failure(self, exc: BaseException, turn: int | None) -> None:
         failure = describe_failure(exc)
         self._set_state(State.ERROR)
         spoken = message_for(failure)
-        self._bus.publish(events.Error(turn=self._turns, spoken=spoken, **failure))
+        self._bus.publish(events.Error(turn=turn, spoken=spoken, **failure))
         log.error(
-            "turn %d failed in %s: %s: %s",
-            self._turns,
+            "%s failed in %s: %s: %s",
+            "an announcement" if turn is None else f"turn {turn}",
             failure["stage"],
             failure["code"],
             failure["message"],
@@ -298,11 +446,18 @@ class VoiceLoop:
             await self._devices.recover(device_exc, "the speaker, saying an error,")
 
     async def _offline_voice(self, sentence: str) -> np.ndarray:
-        """The sentence in the device's own espeak-ng voice; the error tone if even that fails."""
+        """The sentence in the device's own espeak-ng voice, after the error tones (if on);
+        the error tones alone if even espeak-ng fails."""
         rate = self._sink.sample_rate
+        earcons = self._settings.earcons
+        tone = make_earcon(Earcon.ERROR, rate, earcons.file_for(Earcon.ERROR.value))
         try:
             speech = await synthesize_async(sentence, voice=self._settings.assistant.language)
         except EspeakError as exc:
             log.error("offline voice unavailable (%s); playing the error tone", exc)
-            return error_earcon(rate)
-        return resample_once(speech.samples, speech.sample_rate, rate)
+            return tone
+        spoken = resample_once(speech.samples, speech.sample_rate, rate)
+        if not earcons.error:
+            return spoken
+        gap = np.zeros(int(rate * ERROR_TONE_GAP_S), dtype=np.int16)
+        return np.concatenate([tone, gap, spoken])

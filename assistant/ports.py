@@ -1,4 +1,4 @@
-"""The ports: what the loop needs from a microphone, a speaker and a button.
+"""The ports: what the loop needs from a microphone, a speaker, a button and a status light.
 
 `assistant/` defines them; `hardware/` implements them (PyAudio, gpiozero, WAV files)
 and imports nothing else from `assistant/`. Nothing here loads a device library, so
@@ -7,10 +7,15 @@ the core can be imported and tested without one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
 
 CAPTURE_RATE = 16_000
 """Every source delivers 16 kHz mono int16: what webrtcvad and the STT uploads want."""
@@ -120,6 +125,35 @@ class ButtonEvent:
     """time.monotonic() at the edge, taken in the driver's thread before any queueing."""
 
 
+class EdgeQueue:
+    """A talk button's edges, oldest first, waiting for the loop: bounded (beyond `size`
+    the oldest go, with a warning naming `label`). Used on the event loop's thread only."""
+
+    def __init__(self, label: str, size: int = 64) -> None:
+        self._label = label
+        self._queue: asyncio.Queue[ButtonEvent] = asyncio.Queue(size)
+
+    def put(self, event: ButtonEvent) -> None:
+        if self._queue.full():
+            dropped = self._queue.get_nowait()
+            _log.warning(
+                "%s edges not read; dropped the %s at %.3f", self._label, dropped.kind, dropped.t
+            )
+        self._queue.put_nowait(event)
+
+    async def next_event(self, timeout: float) -> ButtonEvent:
+        """The next edge; raises TimeoutError if none comes in time."""
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
+
+    def pending_events(self) -> list[ButtonEvent]:
+        """Every edge not yet read, oldest first, without waiting."""
+        edges: list[ButtonEvent] = []
+        while not self._queue.empty():
+            edges.append(self._queue.get_nowait())
+        return edges
+
+
 class Button(Protocol):
     """A push button (the talk button): its edges, timestamped, on the asyncio loop."""
 
@@ -135,3 +169,40 @@ class Button(Protocol):
 
     def close(self) -> None:
         """Release the pin; safe to call twice."""
+
+
+class LightEffect(StrEnum):
+    OFF = "off"
+    ON = "on"
+    """Steady."""
+    BLINK = "blink"
+    """On for `on_s`, off for `off_s`, over and over."""
+    PULSE = "pulse"
+    """Fades in over `on_s` and out over `off_s`; a light that cannot fade blinks with
+    those times instead."""
+
+
+Colour = tuple[float, float, float]
+"""Red, green, blue, each 0 to 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class LightPattern:
+    """What a status light does until it is told otherwise."""
+
+    effect: LightEffect
+    colour: Colour = (1.0, 1.0, 1.0)
+    """What a colour light shows; a single-colour light ignores it."""
+    on_s: float = 0.5
+    off_s: float = 0.5
+
+
+class StatusLight(Protocol):
+    """A status LED: a plain one, a dimmable one, or an RGB one."""
+
+    def show(self, pattern: LightPattern) -> None:
+        """Do `pattern` from now on. Returns at once: blinking and pulsing run in the
+        driver's own thread. Raises what the driver raises when a pin fails."""
+
+    def close(self) -> None:
+        """Turn it off and release its pins; safe to call twice."""

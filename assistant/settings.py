@@ -7,9 +7,11 @@ file key for key.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn
 
 
 class Trigger(StrEnum):
@@ -33,21 +35,54 @@ class Speculate(StrEnum):
     confirmed, and a question that goes on stops it (Text Generator apps only)."""
 
 
-class Secret(str):
-    """A string that never shows itself in a repr, a log line or an f-string."""
+class Secret:
+    """An API key that never shows itself: not in a repr, a log line, an f-string or JSON.
+
+    Deliberately not a `str`: a `str` subclass hands its value to `json.dumps`, `+`,
+    slicing and every C function that takes a string. Here each of those fails or shows
+    `***`; `reveal()` is the one way to the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        if not isinstance(value, str):
+            raise TypeError("a Secret holds a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: only for the one header that needs it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
     def __repr__(self) -> str:
-        return "Secret('***')" if self else "Secret('')"
+        return "Secret('***')" if self._value else "Secret('')"
 
     def __str__(self) -> str:
-        return "***" if self else ""
+        return "***" if self._value else ""
 
     def __format__(self, spec: str) -> str:
         return str(self)
 
-    def reveal(self) -> str:
-        """The real value: only for the one header that needs it."""
-        return str.__str__(self)
+    def __copy__(self) -> Secret:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> Secret:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        # Pickling would write the value out wherever the pickle goes.
+        raise TypeError("a Secret is not pickled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +169,74 @@ class ButtonSettings:
     long_press_s: float = 2.0
     """A press held this long is a long press (reserved for conversation reset)."""
     pin_factory: str = ""
-    """gpiozero pin factory: "" = gpiozero's choice (real pins on a Pi), "mock" for tests."""
+    """gpiozero pin factory, shared by every button and LED: "" = gpiozero's choice
+    ($GPIOZERO_PIN_FACTORY, else the first of lgpio, rpigpio, pigpio, native that loads),
+    "lgpio" (every Pi, the Pi 5 too),
+    "rpigpio" (RPi.GPIO, or rpi-lgpio on a Pi 5), "pigpio" (needs the pigpiod daemon; not
+    on a Pi 5), "native" (no library; not on a Pi 5), "mock" (no real pins: tests, a PC)."""
+    cancel_pin: int = -1
+    """BCM pin of the cancel button (stops whatever is happening: an answer, a question
+    being heard); wired to ground like the talk button. -1 = not fitted."""
+    mute_pin: int = -1
+    """BCM pin of the mute button (turns listening off, or on again); -1 = not fitted."""
+    volume_up_pin: int = -1
+    """BCM pin of the volume-up button (one `volume.step_db` per press); -1 = not fitted."""
+    volume_down_pin: int = -1
+    """BCM pin of the volume-down button; -1 = not fitted."""
+
+
+class LedKind(StrEnum):
+    NONE = "none"
+    """No status LED."""
+    LED = "led"
+    """One LED, on or off (gpiozero LED): a pulse shows as a slow blink."""
+    PWM = "pwm"
+    """One dimmable LED (gpiozero PWMLED): pulses fade in and out, `brightness` applies."""
+    RGB = "rgb"
+    """An RGB LED (gpiozero RGBLED, three PWM channels): each state in its colour."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedSettings:
+    kind: LedKind = LedKind.NONE
+    """The status LED: `none`, `led`, `pwm` or `rgb`."""
+    pin: int = -1
+    """BCM pin of a `led` or `pwm` LED (through its resistor to ground)."""
+    red_pin: int = -1
+    """BCM pin of an `rgb` LED's red channel."""
+    green_pin: int = -1
+    """BCM pin of its green channel."""
+    blue_pin: int = -1
+    """BCM pin of its blue channel."""
+    active_high: bool = True
+    """True: a high pin lights it (LED to ground; an RGB LED with a common cathode).
+    False: a low pin does (LED to 3.3 V; common anode)."""
+    brightness: float = 1.0
+    """How bright "on" is, 0.01 to 1 (`pwm` and `rgb`; a `led` is fully on)."""
+    error_hold_s: float = 3.0
+    """An error blinks at least this long, even when the assistant has moved on."""
+    listening_colour: str = "#0000ff"
+    """`rgb`: the colour of listening, as #rrggbb."""
+    thinking_colour: str = "#00ffff"
+    """`rgb`: the colour of transcribing and thinking (pulsing)."""
+    speaking_colour: str = "#00ff00"
+    """`rgb`: the colour of speaking."""
+    error_colour: str = "#ff0000"
+    """`rgb`: the colour of an error (blinking fast)."""
+    muted_colour: str = "#ff8000"
+    """`rgb`: the colour of muted (a short flash every 2 s)."""
+
+    def pin_keys(self) -> tuple[str, ...]:
+        """The keys of the pins this kind of LED uses."""
+        if self.kind is LedKind.RGB:
+            return ("red_pin", "green_pin", "blue_pin")
+        return () if self.kind is LedKind.NONE else ("pin",)
+
+    def colour(self, name: str) -> tuple[float, float, float]:
+        """`name`'s colour (listening, thinking, ...) as red, green, blue from 0 to 1."""
+        text: str = getattr(self, f"{name}_colour")
+        r, g, b = (int(text[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        return (r, g, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,10 +313,11 @@ class HttpSettings:
 
 @dataclass(frozen=True, slots=True)
 class DifySettings:
-    base_url: str = "http://127.0.0.1:8750/v1"
-    """API base, e.g. https://api.dify.ai/v1 or your self-hosted `/v1`."""
+    base_url: str = "https://api.dify.ai/v1"
+    """API base: Dify's cloud, or your self-hosted `/v1` (https unless it is on this host)."""
     api_key: Secret = field(default_factory=lambda: Secret(""))
-    """App key (`app-...`). Prefer the DIFY_API_KEY variable or `api_key_file`."""
+    """App key (`app-...`). Prefer the DIFY_API_KEY variable, `api_key_file` or the systemd
+    credential `dify-api-key`: `voice-assistant run` will not start without one."""
     api_key_file: str = ""
     """File holding the key; must be readable by its owner only."""
     connect_timeout_s: float = 0.0
@@ -322,9 +425,26 @@ class SpeechSettings:
 @dataclass(frozen=True, slots=True)
 class DevServerSettings:
     host: str = "127.0.0.1"
-    """Where the bundled dev server listens when no API key is configured."""
+    """Where the bundled dev server listens, for `demo` and `run --dev-server` (never by
+    itself: without a key `run` stops instead)."""
     port: int = 8750
     """Its port; 0 = any free port."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    enabled: bool = True
+    """Serve the live event stream and its commands (`ws://host:port/events`) and the
+    kiosk page (`http://host:port/`)."""
+    host: str = "127.0.0.1"
+    """Where it listens. Loopback (the default) is this device only; any other address
+    (e.g. "0.0.0.0" for a kiosk on the LAN) needs `token`."""
+    port: int = 8765
+    """Its port; 0 = any free port."""
+    token: Secret = field(default_factory=lambda: Secret(""))
+    """What clients must present (`Authorization: Bearer <token>` or `?token=<token>`);
+    required off loopback, at least 16 characters. Prefer the
+    VOICE_ASSISTANT_EVENTS_TOKEN variable; never logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +453,7 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     vad: VadSettings = field(default_factory=VadSettings)
     button: ButtonSettings = field(default_factory=ButtonSettings)
+    leds: LedSettings = field(default_factory=LedSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     dify: DifySettings = field(default_factory=DifySettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
@@ -342,3 +463,4 @@ class Settings:
     earcons: EarconSettings = field(default_factory=EarconSettings)
     volume: VolumeSettings = field(default_factory=VolumeSettings)
     devserver: DevServerSettings = field(default_factory=DevServerSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)

@@ -23,6 +23,7 @@ from assistant.failures import service_name, stage_timeout
 from assistant.marks import TurnMarks
 from assistant.ports import AudioSink
 from assistant.providers.base import AudioChunk, ServiceError, TextToSpeech
+from assistant.settings import Settings
 
 _END = None
 
@@ -66,6 +67,31 @@ class SpeechPlayer:
         )
         self._synth_tasks: set[asyncio.Task[None]] = set()
         self._own_tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        tts: TextToSpeech,
+        sink: AudioSink,
+        marks: TurnMarks,
+        *,
+        on_first_audio: Callable[[], None],
+        hold: Callable[[], Awaitable[None]] | None = None,
+    ) -> SpeechPlayer:
+        """A player with the configured prefetch and time limits."""
+        audio = settings.audio
+        return cls(
+            tts,
+            sink,
+            marks,
+            prefetch=settings.speech.tts_prefetch,
+            tts_timeout_s=settings.http.tts_timeout_s,
+            play_timeout_s=audio.device_timeout_s,
+            drain_timeout_s=audio.playback_buffer_s + audio.device_timeout_s,
+            on_first_audio=on_first_audio,
+            hold=hold,
+        )
 
     def say(self, sentence: str) -> None:
         """Synthesise `sentence` with the TTS provider and play it after what is queued."""

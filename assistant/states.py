@@ -7,6 +7,7 @@
 
   any state ─device lost/turn failed─▶ error ─said so, devices open─▶ listening (push-to-talk: idle)
   waiting ─mute─▶ muted ─unmute─▶ listening (push-to-talk: idle); an answer under way ends first
+  waiting (idle, listening, muted) ─announcement plays─▶ speaking ─played─▶ waiting
 
 `idle` is where push-to-talk waits for the button; hands-free waits in `listening`, so
 every "back to listening" above is "back to idle" in push-to-talk. A barge-in (the talk
@@ -75,6 +76,10 @@ TRANSITIONS: Mapping[tuple[State, State], str] = {
     **{
         (s, _S.MUTED): "muted: at once while waiting, or once the answer is over"
         for s in (_S.IDLE, _S.LISTENING, _S.TRANSCRIBING, _S.THINKING, _S.SPEAKING, _S.ERROR)
+    },
+    **{
+        (s, _S.SPEAKING): "an announcement (the `say` command) starts to play between turns"
+        for s in (_S.IDLE, _S.LISTENING, _S.MUTED)
     },
     (_S.MUTED, _S.LISTENING): "unmuted (hands-free and the other listening modes)",
     (_S.MUTED, _S.IDLE): "unmuted (push-to-talk, toggle: waiting for the button); or stopping",

@@ -146,15 +146,11 @@ class Turn:
         )
 
     def _player(self) -> SpeechPlayer:
-        audio = self._settings.audio
-        return SpeechPlayer(
+        return SpeechPlayer.for_settings(
+            self._settings,
             self._stages.tts,
             self._sink,
             self.marks,
-            prefetch=self._settings.speech.tts_prefetch,
-            tts_timeout_s=self._settings.http.tts_timeout_s,
-            play_timeout_s=audio.device_timeout_s,
-            drain_timeout_s=audio.playback_buffer_s + audio.device_timeout_s,
             on_first_audio=lambda: self._set_state(State.SPEAKING),
             hold=None if self._gate is None else self._gate.wait,
         )

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 from assistant.providers.base import ServiceError
 from assistant.settings import Settings
 
 LIST_TIMEOUT_S = 15.0
 
-LocalServer = Callable[[Settings], AbstractAsyncContextManager[Settings]]
-"""The settings to ask Dify with: the bundled dev server's when no key is set. The wiring
-passes `assistant.app.local_server_if_needed` in, so this module never imports the wiring."""
 
-
-async def _dify_lines(settings: Settings, local_server: LocalServer) -> list[str]:
+async def _dify_lines(settings: Settings) -> list[str]:
     from assistant.providers.dify import DifyClient
 
-    async with local_server(settings) as live:
-        client = DifyClient(live.dify, live.http, live.assistant.user)
-        try:
-            params = await client.parameters()
-        finally:
-            await client.aclose()
+    client = DifyClient(settings.dify, settings.http, settings.assistant.user)
+    try:
+        params = await client.parameters()
+    finally:
+        await client.aclose()
     tts = params.get("text_to_speech") or {}
     return [
         "Dify speaks with the voice configured in the app (set [dify] voice to override):",
@@ -61,19 +54,19 @@ async def _convai_lines(settings: Settings) -> list[str]:
     return lines
 
 
-async def _lines(provider: str, settings: Settings, local_server: LocalServer) -> list[str]:
+async def _lines(provider: str, settings: Settings) -> list[str]:
     async with asyncio.timeout(LIST_TIMEOUT_S):
         if provider == "dify":
-            return await _dify_lines(settings, local_server)
+            return await _dify_lines(settings)
         if provider == "openai":
             return _openai_lines(settings)
         return await _convai_lines(settings)
 
 
-def list_voices(provider: str, settings: Settings, local_server: LocalServer) -> int:
+def list_voices(provider: str, settings: Settings) -> int:
     """Print the voices; exit status 1 when the service cannot be asked."""
     try:
-        lines = asyncio.run(_lines(provider, settings, local_server))
+        lines = asyncio.run(_lines(provider, settings))
     except ServiceError as exc:
         print(f"cannot list {provider} voices: {exc}")
         return 1

@@ -272,6 +272,7 @@ async def devserver_process(profile: LatencyProfile) -> AsyncIterator[DevServer]
         "assistant",
         "devserver",
         "--port=0",
+        "--control",  # pause_set teaches it phrases over /_dev/phrases
         *profile.devserver_args(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,

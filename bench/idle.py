@@ -67,6 +67,7 @@ import soxr
 
 from assistant.audio.espeak import synthesize
 from assistant.audio.wav import encode_wav
+from assistant.config import ENV_PREFIX, LEGACY_ENV_PREFIX, NOT_CONFIG_VARIABLES
 from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
 from assistant.ports import CAPTURE_RATE
 from assistant.settings import AudioSettings
@@ -260,7 +261,7 @@ class Child:
         self.events_path = workdir / f"{run.name}.events.jsonl"
         self.log_path = workdir / f"{run.name}.log"
         self._events = EventsFile(self.events_path)
-        self._env = {**env, "VA_AUDIO_PERIOD_MS": str(period_ms)}
+        self._env = {**env, "VOICE_ASSISTANT_AUDIO_PERIOD_MS": str(period_ms)}
         self._args = [sys.executable, "-m", "assistant", "run", "--events-jsonl"]
         self._args.append(str(self.events_path))
         if mic is not None:
@@ -359,13 +360,17 @@ class Bench:
         self.period_ms = period_ms
         self.verbose = verbose
         base = pulse.client_env() if pulse is not None else dict(os.environ)
-        # A key makes the assistant use this server instead of starting its own;
-        # VA_ variables from the caller's shell must not change what is measured.
-        self.env = {key: value for key, value in base.items() if not key.startswith("VA_")}
+        # Overrides from the caller's shell must not change what is measured.
+        overrides = (ENV_PREFIX, LEGACY_ENV_PREFIX)
+        self.env = {
+            key: value
+            for key, value in base.items()
+            if key in NOT_CONFIG_VARIABLES or not key.startswith(overrides)
+        }
         self.env.update(DIFY_BASE_URL=server.base_url, DIFY_API_KEY="app-bench")
         if voice == "pcm":
             self.env.update(
-                VA_PROVIDERS_TTS="openai",
+                VOICE_ASSISTANT_PROVIDERS_TTS="openai",
                 OPENAI_BASE_URL=server.base_url,
                 OPENAI_API_KEY="sk-bench",
             )
@@ -440,7 +445,7 @@ class Bench:
         # One more question than counted: it interrupts the last counted answer, so
         # that turn ends (and is measured) without playing its whole answer.
         mic = self.write("turns", questions(turns + 1))
-        child = await self.start(run, mic, {"VA_ASSISTANT_BARGE_IN_VOICE": "true"})
+        child = await self.start(run, mic, {"VOICE_ASSISTANT_ASSISTANT_BARGE_IN_VOICE": "true"})
         try:
             checkpoints = sorted({*(n for n in RSS_AFTER_TURNS if n < turns), turns})
             for n in checkpoints:

@@ -276,7 +276,14 @@ class Soak:
         )
 
     def start_server(self) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "assistant", "devserver", f"--port={self.port}"]
+        command = [
+            sys.executable,
+            "-m",
+            "assistant",
+            "devserver",
+            f"--port={self.port}",
+            "--control",
+        ]
         return subprocess.Popen(
             [*command, *SERVER_LATENCY],
             cwd=REPO,

@@ -202,14 +202,7 @@ def _try_formats(
     for rate in rates:
         for channels in (c for c in (1, 2) if c <= max_channels):
             try:
-                pa.is_format_supported(
-                    rate,
-                    **{
-                        f"{direction}_device": index,
-                        f"{direction}_channels": channels,
-                        f"{direction}_format": pyaudio.paInt16,
-                    },
-                )
+                check_format(pa, direction, index, rate, channels)
                 stream = pa.open(
                     rate=rate,
                     channels=channels,
@@ -228,6 +221,21 @@ def _try_formats(
             return Opened(pa, stream, name, rate, channels)
     raise DeviceError(
         f"cannot open {direction} device {name!r} as int16 at {rates} Hz: " + "; ".join(failures)
+    )
+
+
+def check_format(
+    pa: pyaudio.PyAudio, direction: Direction, index: int, rate: int, channels: int
+) -> None:
+    """Whether device `index` takes int16 at `rate` x `channels`: raises (ValueError,
+    OSError) with PortAudio's reason when it does not."""
+    pa.is_format_supported(
+        rate,
+        **{
+            f"{direction}_device": index,
+            f"{direction}_channels": channels,
+            f"{direction}_format": pyaudio.paInt16,
+        },
     )
 
 

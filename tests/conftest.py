@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from browser import Browser, BrowserMissing
 from contracts import ContractChecker, Violation
 from gpiozero import Device
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+from pipewire import PipeWireServer
 from pulse import PulseServer
 
 from assistant.devserver import DevServerOptions, RunningDevServer, start_devserver
 from assistant.devserver.server import DEFAULT_MIDDLEWARES
+from assistant.event_server import EventServer
 from assistant.states import STRICT_ENV
 
 # An illegal state change raises in every test, in this process and in the assistants
 # the tests start as subprocesses (in the field it is logged and refused).
 os.environ[STRICT_ENV] = "1"
+# Every assistant a test starts (in this process or as a subprocess) serves its event
+# stream on a free port: the default 8765 would be taken by another test's assistant,
+# or by a real one on this machine.
+os.environ["VOICE_ASSISTANT_EVENTS_PORT"] = "0"
+
+
+@pytest.fixture
+def event_servers() -> list[EventServer]:
+    """Every event server an assistant started in this process made, in order: its `port`
+    is where it listens once the assistant is `ready` (the port was 0, see below)."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def _event_server_on_a_free_port(
+    monkeypatch: pytest.MonkeyPatch, event_servers: list[EventServer]
+) -> None:
+    """Tests that build Settings() themselves (not from the environment) get port 0 too."""
+    import assistant.app as app_module
+
+    def on_free_port(settings, bus, **kwargs):  # type: ignore[no-untyped-def]
+        server = EventServer(dataclasses.replace(settings, port=0), bus, **kwargs)
+        event_servers.append(server)
+        return server
+
+    monkeypatch.setattr(app_module, "EventServer", on_free_port)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +113,56 @@ def pulse() -> Iterator[PulseServer]:
             server.stop()
 
 
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium (Debian's, through Playwright) for the whole session.
+
+    Missing, it fails the tests that need it with what to install: never a skip.
+    """
+    running = Browser()
+    try:
+        running.start()
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def pipewire_server() -> Iterator[PipeWireServer]:
+    """A private PipeWire (with pipewire-pulse and WirePlumber) for the whole session, with
+    the same sinks as `pulse`. Its variables are set per test by `sound_server`."""
+    server = PipeWireServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+SOUND_SERVERS = ("pulseaudio", "pipewire")
+"""What the real-part integration tests run on: PulseAudio, and PipeWire (what Raspberry
+Pi OS desktop runs; clients reach it through its PulseAudio side, as they do there)."""
+
+
+@pytest.fixture(params=SOUND_SERVERS)
+def sound_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> PulseServer:
+    """The `pulse` harness, once per sound server: the test runs on each.
+
+    PipeWire's variables override PulseAudio's for the test only, so PyAudio's default
+    devices are its sinks while the test runs.
+    """
+    if request.param == "pulseaudio":
+        server: PulseServer = request.getfixturevalue("pulse")
+        return server
+    server = request.getfixturevalue("pipewire_server")
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    return server
+
+
 @pytest.fixture
 def mock_pins() -> Iterator[MockFactory]:
     """A fresh gpiozero MockFactory, also installed as the default pin factory.
@@ -90,8 +170,18 @@ def mock_pins() -> Iterator[MockFactory]:
     Drive a button with `mock_pins.pin(17).drive_low()` / `.drive_high()`.
     Devices still open at the end are closed and the previous factory restored.
     """
+    yield from _installed(MockFactory())
+
+
+@pytest.fixture
+def mock_pwm_pins() -> Iterator[MockFactory]:
+    """`mock_pins` with PWM (MockPWMPin): dimmable and RGB LEDs work on it; read a pin's
+    level with `mock_pwm_pins.pin(12).state` (0.0 to 1.0)."""
+    yield from _installed(MockFactory(pin_class=MockPWMPin))
+
+
+def _installed(factory: MockFactory) -> Iterator[MockFactory]:
     previous = Device.pin_factory
-    factory = MockFactory()
     Device.pin_factory = factory
     try:
         yield factory
@@ -118,7 +208,8 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningDevServ
     `DEV_SERVER_LATENCY` (live latency fields) to shape it.
     """
     options = getattr(request.module, "DEV_SERVER_OPTIONS", DevServerOptions())
-    running = await start_devserver(options=options)
+    # The /_dev/ levers are served only on request: a test bench is one.
+    running = await start_devserver(options=options, control=True)
     latency = getattr(request.module, "DEV_SERVER_LATENCY", None)
     if latency:
         running.state.set_latency(**latency)

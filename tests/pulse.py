@@ -58,14 +58,21 @@ def _require_tools() -> dict[str, str]:
 
 
 class PulseServer:
-    """A `pulseaudio` subprocess with the va_mic and va_speaker null sinks."""
+    """A `pulseaudio` subprocess with the va_mic and va_speaker null sinks.
+
+    `name` says which sound server it is; tests/pipewire.py's PipeWireServer is the same
+    harness on PipeWire (its PulseAudio side is what the clients and pactl talk to).
+    """
+
+    name = "pulseaudio"
 
     def __init__(self) -> None:
         self._tools = _require_tools()
-        self._dir = Path(tempfile.mkdtemp(prefix="va-pulse-"))
-        self._socket = self._dir / "native"
-        self._log_path = self._dir / "pulseaudio.log"
-        self._daemon: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix=f"va-{self.name}-"))
+        self._socket = self._socket_path()
+        self._log_path = self._dir / f"{self.name}.log"
+        self._daemons: list[subprocess.Popen[bytes]] = []
+        """Every server process, started in order (stopped in reverse)."""
         self._modules: dict[str, int] = {}
         self._keepalives: dict[str, subprocess.Popen[bytes]] = {}
         self._players: list[subprocess.Popen[bytes]] = []
@@ -84,33 +91,54 @@ class PulseServer:
     def directory(self) -> Path:
         return self._dir
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Start the daemon, wait until it answers, and load both sinks."""
+    def _socket_path(self) -> Path:
+        return self._dir / "native"
+
+    def _server_environment(self) -> dict[str, str]:
+        """The daemons' environment: private directories, nothing of the user's session."""
         runtime = self._dir / "runtime"
         runtime.mkdir(mode=0o700, exist_ok=True)
         daemon_env = {
-            key: value for key, value in os.environ.items() if not key.startswith("PULSE_")
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PULSE_", "PIPEWIRE_", "DBUS_"))
         }
+        daemon_env.update(
+            HOME=str(self._dir),
+            XDG_RUNTIME_DIR=str(runtime),
+            XDG_CONFIG_HOME=str(self._dir / "config"),
+            XDG_STATE_HOME=str(self._dir / "state"),
+        )
+        return daemon_env
+
+    def _spawn(
+        self, command: list[str], env: dict[str, str], log_name: str
+    ) -> subprocess.Popen[bytes]:
+        """Start a server process that dies with this one (a killed test run leaves none)."""
+        setpriv = shutil.which("setpriv")
+        die_with_us = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+        with (self._dir / log_name).open("wb") as log:
+            process = subprocess.Popen(
+                [*die_with_us, *command], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._daemons.append(process)
+        return process
+
+    def _start_daemons(self) -> None:
+        """PulseAudio itself, on a socket of its own."""
+        daemon_env = self._server_environment()
+        runtime = Path(daemon_env["XDG_RUNTIME_DIR"])
         # Unloading a sink must behave like unplugging a card: its streams end
         # with an error. PulseAudio's default instead moves them to whatever
         # device is left, so the microphone would silently record the speaker.
         daemon_conf = self._dir / "daemon.conf"
         daemon_conf.write_text("rescue-streams = no\n")
         daemon_env.update(
-            HOME=str(self._dir),
-            XDG_RUNTIME_DIR=str(runtime),
-            XDG_CONFIG_HOME=str(self._dir / "config"),
-            XDG_STATE_HOME=str(self._dir / "state"),
             PULSE_RUNTIME_PATH=str(runtime / "pulse"),
             PULSE_STATE_PATH=str(self._dir / "state"),
             PULSE_CONFIG=str(daemon_conf),
         )
-        # If this process dies without stop() (a killed test run), the daemon
-        # gets SIGTERM too, and every helper client exits when it goes.
-        setpriv = shutil.which("setpriv")
-        die_with_us = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         command = [
-            *die_with_us,
             self._tools["pulseaudio"],
             "--daemonize=no",
             "--exit-idle-time=-1",
@@ -123,14 +151,16 @@ class PulseServer:
             "-n",
             f"--load=module-native-protocol-unix socket={self._socket} auth-anonymous=1",
         ]
-        with self._log_path.open("wb") as log:
-            self._daemon = subprocess.Popen(
-                command, env=daemon_env, stdout=log, stderr=subprocess.STDOUT
-            )
+        self._spawn(command, daemon_env, self._log_path.name)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server, wait until it answers, and load both sinks."""
+        self._start_daemons()
         deadline = time.monotonic() + timeout
         while True:
-            if self._daemon.poll() is not None:
-                raise PulseError(f"pulseaudio exited with {self._daemon.returncode}: {self._log()}")
+            if ended := [d for d in self._daemons if d.poll() is not None]:
+                self.stop()
+                raise PulseError(f"{self.name} exited with {ended[0].returncode}: {self._log()}")
             try:
                 self.pactl("info")
                 break
@@ -138,7 +168,7 @@ class PulseServer:
                 pass  # not listening yet: the deadline below bounds the wait
             if time.monotonic() > deadline:
                 self.stop()
-                raise PulseError(f"pulseaudio did not answer within {timeout} s: {self._log()}")
+                raise PulseError(f"{self.name} did not answer within {timeout} s: {self._log()}")
             time.sleep(0.05)
         # The defaults stay on a sink no test unloads: when the default device
         # goes, PulseAudio moves the streams that were on it to the new default
@@ -156,9 +186,8 @@ class PulseServer:
         for player in self._players:
             _end(player)
         self._players.clear()
-        daemon, self._daemon = self._daemon, None
-        if daemon is not None:
-            _end(daemon)
+        while self._daemons:
+            _end(self._daemons.pop())
         self._modules.clear()
         # A leftover socket or log in /tmp is harmless; a failed cleanup must
         # not mask the test result.
@@ -211,6 +240,32 @@ class PulseServer:
         self._stop_keepalive(name)
         self.pactl("unload-module", str(self._modules.pop(name)))
 
+    def load_echo_path(self, delay_ms: int, gain_db: float = 0.0) -> int:
+        """A room: what the speaker plays reaches the microphone `delay_ms` later, at
+        `gain_db` (module-loopback from the speaker sink's monitor into the mic sink).
+        Returns the module index for `unload_echo_path`."""
+        index = int(
+            self.pactl(
+                "load-module",
+                "module-loopback",
+                f"source={SPEAKER_SINK}.monitor",
+                f"sink={MIC_SINK}",
+                f"latency_msec={delay_ms}",
+                "source_dont_move=true",
+                "sink_dont_move=true",
+                "sink_input_properties=media.name=va-echo-path",
+            ).strip()
+        )
+        for line in self.pactl("list", "short", "sink-inputs").splitlines():
+            fields = line.split("\t")
+            if len(fields) > 2 and fields[2] == str(index):
+                # Relative to the loopback's 100 %; "--" lets a negative value through.
+                self.pactl("--", "set-sink-input-volume", fields[0], f"{gain_db:+.1f}dB")
+        return index
+
+    def unload_echo_path(self, index: int) -> None:
+        self.pactl("unload-module", str(index))
+
     def play_into_mic(
         self, audio: Path | tuple[np.ndarray, int], latency_ms: int = 20
     ) -> subprocess.Popen[bytes]:
@@ -242,6 +297,10 @@ class PulseServer:
     ) -> SpeakerRecording:
         """Record what reaches the speaker sink, as 16-bit mono at `rate`."""
         return SpeakerRecording(self, f"{SPEAKER_SINK}.monitor", path, rate)
+
+    def start_recording_mic(self, rate: int = SINK_RATE) -> SpeakerRecording:
+        """Record what reaches the microphone sink (what the microphone hears)."""
+        return SpeakerRecording(self, f"{MIC_SINK}.monitor", None, rate)
 
     def record_command(self, device: str, rate: int, latency_ms: int) -> list[str]:
         return [
@@ -291,11 +350,12 @@ class PulseServer:
             _end(process)
 
     def _log(self) -> str:
-        try:
-            text = self._log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-20:])
+        """The last lines of every server log."""
+        tails = []
+        for path in sorted(self._dir.glob("*.log")):
+            text = path.read_text(errors="replace")
+            tails.append(f"{path.name}:\n" + "\n".join(text.splitlines()[-20:]))
+        return "\n".join(tails) or "(no log)"
 
 
 class SpeakerRecording:

@@ -9,22 +9,19 @@ devices, and the audio suites already cover those devices.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from clean_env import clean_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run_bench(*args: str, timeout: float) -> str:
     """Run `python -m bench.<...>` from the repository root; its stdout."""
-    # A caller's VA_ overrides or Dify key must not reach the assistant under test.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("VA_", "DIFY_", "PULSE_"))
-    }
+    # A caller's overrides, Dify key or sound server must not reach the assistant under test.
+    env = clean_environment("PULSE_")
     done = subprocess.run(
         [sys.executable, "-m", *args],
         cwd=REPO,

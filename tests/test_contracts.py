@@ -56,7 +56,9 @@ async def server(
     checker: ContractChecker, violations: list[Violation]
 ) -> AsyncIterator[RunningDevServer]:
     options = DevServerOptions(api_key=KEY)
-    running = await start_devserver(options=options, middlewares=[checker.middleware(violations)])
+    running = await start_devserver(
+        options=options, middlewares=[checker.middleware(violations)], control=True
+    )
     yield running
     await running.stop()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from audio_samples import concat, silence, speech_16k
+from clean_env import clean_environment
 
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
@@ -255,7 +255,7 @@ async def test_auto_play_off_gives_the_stream_voice_to_the_fallback(
 async def test_the_command_exits_with_status_2(running: RunningDevServer, tmp_path: Path) -> None:
     mic = tmp_path / "mic.wav"
     mic.write_bytes(encode_wav(silence(500), 16_000))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VA_", "DIFY_"))}
+    env = clean_environment()
     env.update(DIFY_API_KEY=KEY, DIFY_BASE_URL=running.base_url)
     command = [sys.executable, "-m", "assistant", "run", "--mic-wav", str(mic)]
     command += ["--speaker-wav", str(tmp_path / "out.wav")]

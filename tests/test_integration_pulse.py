@@ -41,17 +41,17 @@ async def _wait_for(events: Subscription, predicate: object, timeout: float) -> 
 
 @pytest.mark.pulse
 async def test_spoken_question_gets_spoken_answer_through_pyaudio(
-    pulse: PulseServer, server: RunningDevServer
+    sound_server: PulseServer, server: RunningDevServer
 ) -> None:
     settings = Settings(dify=DifySettings(base_url=server.base_url, api_key=Secret("app-x")))
     bus = EventBus()
     events = bus.subscribe()
-    recording = pulse.start_recording_speaker()
+    recording = sound_server.start_recording_speaker()
     assistant = asyncio.create_task(run_assistant(settings, RunOptions(), bus))
     try:
         await _wait_for(events, lambda e: e.kind == "ready", 10)
         # Leading silence: a new PulseAudio stream may swallow its first few hundred ms.
-        player = pulse.play_into_mic((concat(silence(600), speech_16k(QUESTION)), 16_000))
+        player = sound_server.play_into_mic((concat(silence(600), speech_16k(QUESTION)), 16_000))
         transcript = await _wait_for(events, lambda e: e.kind == "transcript", TURN_TIMEOUT_S)
         await asyncio.to_thread(player.wait, 10)
         await _wait_for(events, lambda e: e.kind == "marks", TURN_TIMEOUT_S)

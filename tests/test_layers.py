@@ -2,8 +2,8 @@
 
 - `hardware/` implements the ports: from the project it imports only `hardware.*` and
   `assistant.ports`.
-- The core (`assistant/` but the wiring: app.py, cli.py, demo.py) never imports `hardware`,
-  not even inside a function, and never imports the wiring (which does).
+- The core (`assistant/` but the wiring: app.py, cli.py, demo.py, doctor_devices.py) never
+  imports `hardware`, not even inside a function, and never imports the wiring (which does).
 - `assistant/providers/` knows nothing of the loop, the turn or speech output.
 - `assistant.devserver` is imported only by itself and the wiring.
 
@@ -26,7 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = frozenset({"assistant", "hardware", "bench", "tests"})
 """Top-level names that are this project's own (everything else is a library)."""
-WIRING = frozenset({"assistant/app.py", "assistant/cli.py", "assistant/demo.py"})
+WIRING = frozenset(
+    {
+        "assistant/app.py",
+        "assistant/cli.py",
+        "assistant/demo.py",
+        # `doctor` and `devices` open the microphone, speaker and buttons to check them.
+        "assistant/doctor_devices.py",
+    }
+)
 """Where settings become devices: the only core files that may import `hardware`."""
 ENTRY_POINT = "assistant/__main__.py"
 """`python -m assistant`: it runs the CLI, so it may import the wiring."""
@@ -117,7 +125,7 @@ def _why_forbidden(path: str, target: str) -> str | None:
         return None
     core = path not in WIRING
     if core and _within(target, "hardware"):
-        return "only the wiring (app.py, cli.py, demo.py) imports hardware"
+        return "only the wiring (app.py, cli.py, demo.py, doctor_devices.py) imports hardware"
     wiring_modules = tuple(_module_name(w) for w in WIRING)
     if core and path != ENTRY_POINT and _within(target, *wiring_modules):
         return "the core does not import the wiring (which imports hardware)"
@@ -179,9 +187,9 @@ def test_the_checker_sees_every_kind_of_import() -> None:
     )
     assert violations("assistant/audio/thing.py", source) == [
         "assistant/audio/thing.py:5: from hardware.buttons import TalkButton: "
-        "only the wiring (app.py, cli.py, demo.py) imports hardware",
+        "only the wiring (app.py, cli.py, demo.py, doctor_devices.py) imports hardware",
         "assistant/audio/thing.py:7: import hardware.speaker: "
-        "only the wiring (app.py, cli.py, demo.py) imports hardware",
+        "only the wiring (app.py, cli.py, demo.py, doctor_devices.py) imports hardware",
         "assistant/audio/thing.py:9: from assistant import app: "
         "the core does not import the wiring (which imports hardware)",
         "assistant/audio/thing.py:10: importlib.import_module('assistant.devserver'): "
@@ -214,7 +222,8 @@ print(json.dumps({
 
 _IMPORT_THE_CORE = """
 import importlib, pkgutil
-SKIP = ("assistant.__main__", "assistant.app", "assistant.cli", "assistant.demo")
+SKIP = ("assistant.__main__", "assistant.app", "assistant.cli", "assistant.demo",
+        "assistant.doctor_devices")
 
 def walk(package):
     module = importlib.import_module(package)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +112,11 @@ def test_an_earcon_file_is_resampled_and_level_matched(tmp_path: Path) -> None:
 def test_a_missing_or_broken_earcon_file_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.wav"
     with pytest.raises(ConfigError, match=r"earcons\.done_file .*no such file"):
-        load_config(None, environ={"VA_EARCONS_DONE_FILE": str(missing)})
+        load_config(None, environ={"VOICE_ASSISTANT_EARCONS_DONE_FILE": str(missing)})
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     with pytest.raises(ConfigError, match=r"earcons\.tick_file .*not a playable WAV"):
-        load_config(None, environ={"VA_EARCONS_TICK_FILE": str(broken)})
+        load_config(None, environ={"VOICE_ASSISTANT_EARCONS_TICK_FILE": str(broken)})
 
 
 def test_the_cli_exits_2_naming_a_missing_earcon_file(tmp_path: Path) -> None:
@@ -163,3 +164,26 @@ def test_gate_silences_what_is_heard_while_playing_and_for_the_tail() -> None:
     after = gate(_block(100.6, 0.2))
     assert (after.samples == 1000).all()
     assert gate.silenced_s == pytest.approx(0.5, abs=0.001)
+
+
+async def test_audio_that_waits_for_room_is_timed_from_when_it_was_queued(
+    tmp_path: Path,
+) -> None:
+    from assistant.audio.output_sink import OutputSink
+    from hardware.wav_devices import WavFileSink
+
+    inner = WavFileSink(
+        tmp_path / "out.wav", sample_rate=16_000, period_ms=20, playback_buffer_s=0.3
+    )
+    timeline = PlaybackTimeline()
+    sink = OutputSink(inner, _volume(None), timeline)
+    await sink.start()
+    try:
+        called = time.monotonic()
+        await sink.play(np.full(16_000, 1000, np.int16), timeout=5)  # 1 s into a 0.3 s buffer
+        returned = time.monotonic()
+        assert returned - called > 0.5  # it did wait for room
+        # Audible until 1 s after it was queued, not 1 s after the wait.
+        assert timeline.audible_until == pytest.approx(called + 1.0, abs=0.05)
+    finally:
+        await sink.close()

@@ -20,7 +20,14 @@ from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
 from assistant.devserver import RunningDevServer
 from assistant.events import Event, EventBus, Subscription
-from assistant.settings import AssistantSettings, DifySettings, Secret, Settings, Trigger
+from assistant.settings import (
+    AssistantSettings,
+    DifySettings,
+    EarconSettings,
+    Secret,
+    Settings,
+    Trigger,
+)
 from hardware.wav_devices import read_wav
 
 QUESTION = "What is the weather like on Mars?"
@@ -60,7 +67,8 @@ async def test_only_the_held_audio_is_uploaded(
     )
     mic_path = tmp_path / "mic.wav"
     mic_path.write_bytes(encode_wav(mic, 16_000))
-    press, release = question_at - 0.15, question_at + len(question) / 16_000 + 0.05
+    # Pressed, then the listening beep, then the question (the beep is never uploaded).
+    press, release = question_at - 0.6, question_at + len(question) / 16_000 + 0.05
 
     bus = EventBus()
     events = bus.subscribe()
@@ -131,10 +139,10 @@ async def test_long_press_without_speech_starts_a_new_conversation(
     options = RunOptions(mic_path, tmp_path / "out.wav")
     assistant = asyncio.create_task(run_assistant(settings, options, bus))
     t0 = (await _next(events, "ready")).t
-    await _hold(mock_pins, t0, 0.4, 0.6 + q_len)
+    await _hold(mock_pins, t0, 0.05, 0.6 + q_len)  # the beep, then the question at 0.5 s
     long_press = settings.button.long_press_s + 0.3
     await _hold(mock_pins, t0, 19.0, 19.0 + long_press)
-    await _hold(mock_pins, t0, second_at - 0.1, second_at + q_len + 0.1)
+    await _hold(mock_pins, t0, second_at - 0.5, second_at + q_len + 0.1)
     await asyncio.wait_for(assistant, 60)
 
     chats = server.state.records("chat-messages")
@@ -153,7 +161,7 @@ async def test_press_during_the_answer_silences_it_and_takes_the_new_question(
     mic = concat(
         silence(500),
         question,
-        silence((barge_at + 0.2 - 0.5 - q_len) * 1000),
+        silence((barge_at + 0.4 - 0.5 - q_len) * 1000),
         other,
         silence(3000),
     )
@@ -162,12 +170,12 @@ async def test_press_during_the_answer_silences_it_and_takes_the_new_question(
     out_path = tmp_path / "out.wav"
     bus = EventBus()
     events = bus.subscribe()
-    assistant = asyncio.create_task(
-        run_assistant(_settings(server), RunOptions(mic_path, out_path), bus)
-    )
+    # What is measured is the answer's silence after the press: no listening beep in it.
+    settings = dataclasses.replace(_settings(server), earcons=EarconSettings(listening=False))
+    assistant = asyncio.create_task(run_assistant(settings, RunOptions(mic_path, out_path), bus))
     t0 = (await _next(events, "ready")).t
-    await _hold(mock_pins, t0, 0.4, 0.6 + q_len)
-    await _hold(mock_pins, t0, barge_at, barge_at + 0.2 + o_len + 0.1)
+    await _hold(mock_pins, t0, 0.05, 0.6 + q_len)  # the beep, then the question at 0.5 s
+    await _hold(mock_pins, t0, barge_at, barge_at + 0.4 + o_len + 0.1)
     await asyncio.wait_for(assistant, 60)
 
     seen = [e async for e in _all(events)]

@@ -33,7 +33,14 @@ from assistant.audio.wav import encode_wav
 from assistant.config import ConfigError, load_config
 from assistant.devserver import DevServerOptions, RunningDevServer, reply_for, speech_for
 from assistant.events import Answer, Event, EventBus, Marks, Subscription, Transcript
-from assistant.settings import DifySettings, Secret, Settings, Speculate, VadSettings
+from assistant.settings import (
+    DifySettings,
+    EarconSettings,
+    Secret,
+    Settings,
+    Speculate,
+    VadSettings,
+)
 from assistant.speculation import Gate
 from assistant.states import State
 from hardware.wav_devices import read_wav
@@ -161,7 +168,11 @@ def test_pause_events_on_synthetic_arrays() -> None:
 def test_speculation_settings_and_their_checks(caplog: pytest.LogCaptureFixture) -> None:
     assert Settings().vad.speculate is Speculate.STT
     settings = load_config(
-        None, environ={"VA_VAD_SPECULATE": "stt+completion", "VA_VAD_SPECULATE_AFTER_MS": "150"}
+        None,
+        environ={
+            "VOICE_ASSISTANT_VAD_SPECULATE": "stt+completion",
+            "VOICE_ASSISTANT_VAD_SPECULATE_AFTER_MS": "150",
+        },
     )
     assert (settings.vad.speculate, settings.vad.speculate_after_ms) == (
         Speculate.STT_COMPLETION,
@@ -170,17 +181,26 @@ def test_speculation_settings_and_their_checks(caplog: pytest.LogCaptureFixture)
     with pytest.raises(
         ConfigError, match=re.escape("vad.speculate = 'maybe': must be one of off, stt")
     ):
-        load_config(None, environ={"VA_VAD_SPECULATE": "maybe"})
+        load_config(None, environ={"VOICE_ASSISTANT_VAD_SPECULATE": "maybe"})
     with pytest.raises(
         ConfigError, match=re.escape("vad.speculate_after_ms = 50: must be between")
     ):
-        load_config(None, environ={"VA_VAD_SPECULATE_AFTER_MS": "50"})
+        load_config(None, environ={"VOICE_ASSISTANT_VAD_SPECULATE_AFTER_MS": "50"})
     # A chat app would keep a stopped half question in its conversation.
     with pytest.raises(ConfigError, match=re.escape('needs dify.app = "completion"')):
-        load_config(None, environ={"VA_VAD_SPECULATE": "stt+completion", "VA_DIFY_APP": "chat"})
-    assert load_config(None, environ={"VA_DIFY_APP": "chat"}).vad.speculate is Speculate.STT
+        load_config(
+            None,
+            environ={
+                "VOICE_ASSISTANT_VAD_SPECULATE": "stt+completion",
+                "VOICE_ASSISTANT_DIFY_APP": "chat",
+            },
+        )
+    assert (
+        load_config(None, environ={"VOICE_ASSISTANT_DIFY_APP": "chat"}).vad.speculate
+        is Speculate.STT
+    )
     # A short hangover set on its own keeps working; speculation just never starts.
-    settings = load_config(None, environ={"VA_VAD_HANGOVER_MS": "200"})
+    settings = load_config(None, environ={"VOICE_ASSISTANT_VAD_HANGOVER_MS": "200"})
     assert settings.vad.hangover_ms == 200
     assert "no speculative work will start" in caplog.text
 
@@ -215,6 +235,8 @@ def _settings(server: RunningDevServer, mode: Speculate, **vad: Any) -> Settings
     return Settings(
         vad=VadSettings(speculate=mode, **vad),
         dify=DifySettings(base_url=server.base_url, api_key=Secret("app-x")),
+        # What these tests read off the speaker is the answer's first sound: no cue before it.
+        earcons=EarconSettings(thinking=False),
     )
 
 

@@ -18,9 +18,10 @@ from assistant.states import (
 )
 
 ILLEGAL = [
-    (State.IDLE, State.SPEAKING),
+    # (idle | listening | muted) -> speaking is an announcement between turns: allowed.
+    (State.IDLE, State.THINKING),
     (State.IDLE, State.TRANSCRIBING),
-    (State.LISTENING, State.SPEAKING),
+    (State.MUTED, State.TRANSCRIBING),
     (State.LISTENING, State.THINKING),
     (State.TRANSCRIBING, State.SPEAKING),
     (State.SPEAKING, State.THINKING),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -30,12 +31,22 @@ class Speech:
         return len(self.samples) / self.sample_rate
 
 
-def _command(text: str, voice: str, words_per_minute: int) -> list[str]:
+_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "ESPEAK_DATA_PATH")
+"""What espeak-ng gets of our environment: enough to find itself, its voices and the text's
+encoding, and nothing else (no API keys, no credentials directory)."""
+
+
+def _environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in _PASSED_ON if name in os.environ}
+
+
+def _command(text: str, voice: str, words_per_minute: int, pitch: int = 50) -> list[str]:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise EspeakError("espeak-ng is not installed (apt-get install espeak-ng)")
     # "--" keeps a text that starts with "-" from being read as an option.
-    return [exe, "--stdout", "-v", voice, "-s", str(words_per_minute), "--", text]
+    speed, pitched = ["-s", str(words_per_minute)], ["-p", str(pitch)]
+    return [exe, "--stdout", "-v", voice, *speed, *pitched, "--", text]
 
 
 def _parse(stdout: bytes) -> Speech:
@@ -49,11 +60,18 @@ def _parse(stdout: bytes) -> Speech:
     return Speech(np.frombuffer(data, dtype="<i2").astype(np.int16), rate)
 
 
-def synthesize(text: str, voice: str = "en", words_per_minute: int = 175) -> Speech:
-    """Speak `text` into memory (blocking; use `synthesize_async` from the loop)."""
+def synthesize(
+    text: str, voice: str = "en", words_per_minute: int = 175, pitch: int = 50
+) -> Speech:
+    """Speak `text` into memory (blocking; use `synthesize_async` from the loop).
+    `pitch`: espeak-ng's 0-99 (50 is the voice's own)."""
     try:
         done = subprocess.run(
-            _command(text, voice, words_per_minute), capture_output=True, timeout=30, check=True
+            _command(text, voice, words_per_minute, pitch),
+            capture_output=True,
+            timeout=30,
+            check=True,
+            env=_environment(),
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         raise EspeakError(f"espeak-ng failed: {exc}") from exc
@@ -68,6 +86,7 @@ async def synthesize_async(
         *_command(text, voice, words_per_minute),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=_environment(),
     )
     try:
         async with asyncio.timeout(timeout):

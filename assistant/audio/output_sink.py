@@ -7,6 +7,8 @@ capture side can keep the device's own sounds out of what it hears.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from assistant.audio.self_sound import PlaybackTimeline
@@ -34,8 +36,11 @@ class OutputSink:
         await self.inner.start()
 
     async def play(self, samples: np.ndarray, timeout: float) -> None:
+        # Timed from the call: a full buffer makes play() wait, but these samples sound
+        # right after what is already queued, not after the wait.
+        queued_at = time.monotonic()
         await self.inner.play(apply_gain(samples, self.volume.gain), timeout)
-        self.timeline.played(len(samples) / self.inner.sample_rate)
+        self.timeline.played(len(samples) / self.inner.sample_rate, now=queued_at)
 
     def flush(self) -> None:
         self.inner.flush()

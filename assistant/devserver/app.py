@@ -41,8 +41,13 @@ async def _warm_up_phrases(app: web.Application) -> AsyncIterator[None]:
     await cancel_and_wait(task)
 
 
-def build_app(options: DevServerOptions | None = None) -> web.Application:
-    """The dev server as an aiohttp application; its state is `app[STATE_KEY]`."""
+def build_app(options: DevServerOptions | None = None, *, control: bool = False) -> web.Application:
+    """The dev server as an aiohttp application; its state is `app[STATE_KEY]`.
+
+    `control`: also serve the unauthenticated `/_dev/` levers (latency, faults, phrases,
+    the request log). Only a test bench asks for them: anyone who can reach them can
+    read every question asked.
+    """
     # Only request.read()/post() honour client_max_size; the upload itself is
     # streamed and cut off at FILE_SIZE_LIMIT by the audio-to-text handler.
     app = web.Application(
@@ -63,7 +68,8 @@ def build_app(options: DevServerOptions | None = None) -> web.Application:
     router.add_post(f"{API_PREFIX}/text-to-audio", text_to_audio, name="text-to-audio")
     router.add_get(f"{API_PREFIX}/parameters", parameters, name="parameters")
     router.add_get(f"{API_PREFIX}/info", info, name="info")
-    add_control_routes(app)
+    if control:
+        add_control_routes(app)
     add_convai_routes(app)  # /tts/...: Convai's API, outside the Dify middleware's /v1
     add_openai_routes(app)  # /v1/audio/..., /v1/chat/...: OpenAI's API and errors
     app.cleanup_ctx.append(_warm_up_phrases)

@@ -55,13 +55,16 @@ async def start_devserver(
     port: int = 0,
     options: DevServerOptions | None = None,
     middlewares: Sequence[Middleware] = (),
+    *,
+    control: bool = False,
 ) -> RunningDevServer:
     """Start listening on host:port (0 = a free port) and return at once.
 
     `middlewares` (after DEFAULT_MIDDLEWARES) run before the dev server's own, so they see
-    each request exactly as the client sent it.
+    each request exactly as the client sent it. `control`: serve the `/_dev/` levers too
+    (tests and benchmarks); the state object steers the server in-process either way.
     """
-    app = build_app(options or DevServerOptions())
+    app = build_app(options or DevServerOptions(), control=control)
     for index, middleware in enumerate([*DEFAULT_MIDDLEWARES, *middlewares]):
         app.middlewares.insert(index, middleware)
     # A short shutdown timeout: a test stopping the server mid-stream must not wait.
@@ -78,14 +81,18 @@ async def start_devserver(
 
 
 def serve_forever(
-    host: str = "127.0.0.1", port: int = 8750, options: DevServerOptions | None = None
+    host: str = "127.0.0.1",
+    port: int = 8750,
+    options: DevServerOptions | None = None,
+    *,
+    control: bool = False,
 ) -> None:
     """Run until SIGINT or SIGTERM (blocking); prints the base URL once listening."""
-    asyncio.run(_serve(host, port, options or DevServerOptions()))
+    asyncio.run(_serve(host, port, options or DevServerOptions(), control))
 
 
-async def _serve(host: str, port: int, options: DevServerOptions) -> None:
-    server = await start_devserver(host, port, options)
+async def _serve(host: str, port: int, options: DevServerOptions, control: bool) -> None:
+    server = await start_devserver(host, port, options, control=control)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

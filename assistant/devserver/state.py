@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from assistant.devserver.conversations import Conversation
@@ -73,6 +75,9 @@ class RunningTask:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+MAX_KEPT_UPLOADS = 20
+
+
 class DevServerState:
     """Options (live), request log, faults, known phrases, messages and running tasks."""
 
@@ -84,6 +89,9 @@ class DevServerState:
         self.messages: dict[str, StoredMessage] = {}
         self.tasks: dict[str, RunningTask] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.uploads: deque[tuple[np.ndarray, int]] = deque(maxlen=MAX_KEPT_UPLOADS)
+        """The last speech-to-text uploads, decoded (float32 samples in [-1, 1], rate): what
+        a test asserts the device sent, to the sample."""
 
     def record(self, record: RequestRecord) -> None:
         """Append to the log, forgetting the oldest records of a long-running demo."""

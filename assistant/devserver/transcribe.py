@@ -45,6 +45,7 @@ async def recognise_upload(
     `uploaded_at` is the loop time the upload finished arriving. The result is added to the
     request's log record.
     """
+    state.uploads.append((audio.samples, audio.sample_rate))
     recognition = await state.phrases.recognise(audio.samples, audio.sample_rate)
     # A real recogniser takes its time; the client's timeouts should see that.
     loop = asyncio.get_running_loop()
