@@ -25,7 +25,7 @@ from assistant.providers.chain import FailureReport
 from assistant.providers.dify_app import Finding, check_app
 from assistant.providers.factory import Services, build_stages
 from assistant.service_status import ServiceStatus, watchdog_timeout
-from assistant.settings import LedKind, Secret, Settings, Trigger
+from assistant.settings import LedKind, Secret, Settings
 from assistant.status_light import StatusLightFollower, patterns
 from assistant.volume import STATE_FILE, Volume, state_dir
 from assistant.watchdog import Watchdog
@@ -207,7 +207,7 @@ def _pins(settings: Settings) -> Pins | None:
     """The one pin factory of every GPIO device; None when none is configured (gpiozero,
     some 9 MB, is then not even imported)."""
     if (
-        settings.assistant.trigger is Trigger.HANDS_FREE
+        not settings.assistant.trigger.uses_button
         and settings.leds.kind is LedKind.NONE
         and all(getattr(settings.button, key) < 0 for key in CONTROL_PIN_KEYS)
     ):
@@ -235,7 +235,7 @@ def _talk_button(
     settings: Settings, pins: Pins | None, gpio: contextlib.ExitStack
 ) -> Button | None:
     """The talk button, for the triggers that use one (push-to-talk, toggle)."""
-    if pins is None or settings.assistant.trigger is Trigger.HANDS_FREE:
+    if pins is None or not settings.assistant.trigger.uses_button:
         return None
     from hardware.buttons import TalkButton
 

@@ -30,7 +30,7 @@ from assistant.providers.openai_names import (
     OPENAI_TTS_MODELS,
     OPENAI_VOICES,
 )
-from assistant.settings import Secret, Settings, Speculate
+from assistant.settings import Secret, Settings, Speculate, Trigger
 from assistant.states import STRICT_ENV
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,11 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     ),
     "assistant.follow_up_s": _between(0, 60),
     "assistant.listen_timeout_s": _between(1, 60),
+    "wake.probability_cutoff": lambda v: (
+        None if v == 0 or 0.5 <= v <= 0.99 else "must be 0 (each model's own) or 0.5 to 0.99"
+    ),
+    "wake.refractory_s": _between(0, 30),
+    "wake.listen_s": _between(1, 30),
     "audio.echo_tail_ms": _between(0, 2000),
     "earcons.thinking_cue_after_ms": _between(100, 10_000),
     "volume.default_db": _between(-60, 12),
@@ -463,6 +468,7 @@ def _check(settings: Settings) -> None:
     _check_speculation(settings)
     _check_question_variable(settings)
     _check_earcon_files(settings)
+    _check_wake_words(settings)
     _check_events(settings)
     if (problem := pin_problem(settings)) is not None:
         raise ConfigError(*problem)
@@ -535,6 +541,36 @@ def _check_earcon_files(settings: Settings) -> None:
             read_earcon_file(path, 16_000)
         except (AudioFormatError, OSError, ValueError) as exc:
             raise ConfigError(key, str(path), f"not a playable WAV file ({exc})") from None
+
+
+def _check_wake_words(settings: Settings) -> None:
+    """In wake word mode, every word a model of the installed package and every model file
+    a usable manifest: found now, not when the device fails to hear anything."""
+    if settings.assistant.trigger is not Trigger.WAKE_WORD:
+        return
+    from assistant.wake_word import builtin_words, manifest_problem
+
+    wake = settings.wake
+    if not wake.words and not wake.model_files:
+        raise ConfigError("wake.words", [], "name at least one wake word, or set model_files")
+    known = builtin_words()
+    for word in wake.words:
+        if not known:
+            raise ConfigError(
+                "wake.words",
+                word,
+                "pymicro-wakeword is not installed (pip install pymicro-wakeword)",
+            )
+        if word not in known:
+            raise ConfigError(
+                "wake.words",
+                word,
+                f"is not a model pymicro-wakeword ships: {', '.join(known)}"
+                + _did_you_mean(word, list(known)),
+            )
+    for path in wake.model_files:
+        if (problem := manifest_problem(Path(path).expanduser())) is not None:
+            raise ConfigError("wake.model_files", path, problem)
 
 
 def _check_question_variable(settings: Settings) -> None:

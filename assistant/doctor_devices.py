@@ -34,7 +34,7 @@ from assistant.doctor import (
     tone,
 )
 from assistant.ports import DeviceError
-from assistant.settings import Settings, Trigger
+from assistant.settings import Settings
 
 if TYPE_CHECKING:
     from hardware.gpio import Pins
@@ -125,10 +125,10 @@ class ToneCheck:
 
 def configured_buttons(settings: Settings) -> list[tuple[str, int]]:
     """(config key, BCM pin) of every button the settings use: the talk button unless
-    hands-free, and every `*_pin` of [button] that is fitted (not -1)."""
+    hands-free or wake word, and every `*_pin` of [button] that is fitted (not -1)."""
     button = settings.button
     found = []
-    if settings.assistant.trigger is not Trigger.HANDS_FREE:
+    if settings.assistant.trigger.uses_button:
         found.append(("button.pin", button.pin))
     for f in dataclasses.fields(button):
         if f.name.endswith("_pin") and (pin := getattr(button, f.name)) >= 0:

@@ -74,10 +74,10 @@ def _kind(name: str) -> Callable[[_E], _E]:
 @_kind("ready")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ready(Event):
-    """The devices are open and the assistant listens (or waits for the button)."""
+    """The devices are open and the assistant listens (or waits for the button or word)."""
 
     trigger: str
-    """How a question starts: `hands_free` or `push_to_talk`."""
+    """How a question starts: `hands_free`, `push_to_talk`, `toggle` or `wake_word`."""
 
 
 @_kind("state")
@@ -136,6 +136,17 @@ class ListeningStarted(Event):
     """`button`, `screen` (the kiosk page's talk button), `follow_up` or `wake_word`."""
     window_s: float | None = None
     """How long it waits for speech before giving up (none while the button is held)."""
+
+
+@_kind("wake_word")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WakeWordHeard(Event):
+    """The wake word was heard on the device: listening opens (`listening_started`)."""
+
+    word: str
+    """Which model heard it: `okay_nabu`, or a custom model's name."""
+    probability: float
+    """The model's averaged probability, above its cutoff."""
 
 
 @_kind("barge_in")

@@ -18,6 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -54,6 +56,9 @@ from assistant.trigger import TriggerPolicy
 from assistant.turn import Turn
 from assistant.volume import Volume
 
+if TYPE_CHECKING:
+    from assistant.wake_word import WakeWordDetector
+
 log = logging.getLogger(__name__)
 
 BARGE_IN = "barge_in"
@@ -79,7 +84,7 @@ class VoiceLoop:
         """`on_devices_open` runs each time both devices have (re)opened; `volume` is the
         output level (kept in a state file by the wiring; a fresh one otherwise)."""
         trigger = settings.assistant.trigger
-        if trigger is not Trigger.HANDS_FREE and button is None:
+        if trigger.uses_button and button is None:
             raise ValueError(f"{trigger} needs a talk button")
         self._settings = settings
         self._stages = stages
@@ -121,6 +126,9 @@ class VoiceLoop:
         self._cancelled = asyncio.Event()
         self._answering: Turn | Announcement | None = None
         self._screen = ScreenButton()
+        self._wake = _wake_word_detector(settings) if trigger is Trigger.WAKE_WORD else None
+        self._wake_fresh = False
+        """Whether the detector has heard every block since it was last reset."""
         self._announcements = Announcements()
         self._devices = AudioDevices(
             source,
@@ -219,6 +227,7 @@ class VoiceLoop:
         """The next utterance; None when there is none (input ended, device reopened, or
         an announcement is waiting and no question is being asked)."""
         self._cancelled.clear()
+        self._wake_fresh = False
         if self._carry_over:
             # A barge-in already opened the next utterance: keep what it holds.
             self._carry_over = False
@@ -241,6 +250,7 @@ class VoiceLoop:
                     continue
                 edges = self._button.pending_events() if self._button is not None else []
                 found = self._endpointer.process(block)
+                self._hear_wake_word(block)
                 found += self._trigger.edges(edges)
                 found += self._trigger.edges(self._screen.pending_events(), hold=True, by=SCREEN)
                 for event in found:
@@ -257,6 +267,24 @@ class VoiceLoop:
             await self._devices.recover(exc, "the microphone")
             return None
 
+    def _hear_wake_word(self, block: AudioBlock) -> None:
+        """Wake word mode, while waiting: the word opens a listening window. The detector
+        hears nothing while a window or question is open, and starts afresh after."""
+        if self._wake is None:
+            return
+        if self._trigger.listening:
+            self._wake_fresh = False
+            return
+        if not self._wake_fresh:
+            self._wake.reset()
+            self._wake_fresh = True
+        if (heard := self._wake.process(block)) is not None:
+            log.info("wake word heard: %s (%.2f)", heard.phrase, heard.probability)
+            self._bus.publish(
+                events.WakeWordHeard(word=heard.word, probability=round(heard.probability, 3))
+            )
+            self._trigger.wake_word_heard(heard.t, self._settings.wake.listen_s)
+
     def _show_waiting(self) -> None:
         """The state while no turn runs: muted, listening, or waiting for the button."""
         if self._muted:
@@ -269,6 +297,7 @@ class VoiceLoop:
     def _stop_listening(self) -> None:
         """Muted or cancelled: drop whatever was being captured, and the button's edges."""
         self._cancelled.clear()
+        self._wake_fresh = False
         if self._endpointer.in_utterance or self._trigger.listening:
             self._speculation.abandon("muted" if self._muted else "cancelled")
             self._endpointer.reset()
@@ -461,3 +490,18 @@ class VoiceLoop:
             return spoken
         gap = np.zeros(int(rate * ERROR_TONE_GAP_S), dtype=np.int16)
         return np.concatenate([tone, gap, spoken])
+
+
+def _wake_word_detector(settings: Settings) -> WakeWordDetector:
+    """The wake word mode's detector (its library is loaded only in that mode)."""
+    from assistant.wake_word import WakeWordDetector
+
+    wake = settings.wake
+    detector = WakeWordDetector(
+        wake.words,
+        [Path(path).expanduser() for path in wake.model_files],
+        probability_cutoff=wake.probability_cutoff,
+        refractory_s=wake.refractory_s,
+    )
+    log.info("listening for the wake word: %s", " or ".join(detector.phrases))
+    return detector

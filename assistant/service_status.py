@@ -27,7 +27,11 @@ def _status(text: str) -> str:
 
 
 def _ready_text(trigger: str) -> str:
-    return "ready: listening" if trigger == "hands_free" else "ready: waiting for the talk button"
+    if trigger == "hands_free":
+        return "ready: listening"
+    if trigger == "wake_word":
+        return "ready: waiting for the wake word"
+    return "ready: waiting for the talk button"
 
 
 class ServiceStatus:

@@ -22,6 +22,14 @@ class Trigger(StrEnum):
     TOGGLE = "toggle"
     """A tap of the talk button starts listening; the VAD's end of speech or a second tap
     ends the question; a tap during an answer interrupts it and listens."""
+    WAKE_WORD = "wake_word"
+    """The device listens for a wake word (`[wake]`) on the device; the word opens a
+    listening window and the VAD catches and ends the question, as in hands-free."""
+
+    @property
+    def uses_button(self) -> bool:
+        """Whether a talk button starts questions (else the VAD or the wake word does)."""
+        return self in (Trigger.PUSH_TO_TALK, Trigger.TOGGLE)
 
 
 class Speculate(StrEnum):
@@ -88,7 +96,8 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class AssistantSettings:
     trigger: Trigger = Trigger.HANDS_FREE
-    """How an utterance starts and ends: `hands_free` or `push_to_talk`."""
+    """How a question starts and ends: `hands_free`, `push_to_talk`, `toggle` or
+    `wake_word` (assistant.trigger)."""
     user: str = "voice-assistant"
     """The `user` sent to Dify with every request; scopes messages and stop calls."""
     language: str = "en"
@@ -107,6 +116,27 @@ class AssistantSettings:
     state_dir: str = ""
     """Where small state (the volume) is kept; "" = systemd's StateDirectory, else
     $XDG_STATE_HOME/voice-assistant (~/.local/state/voice-assistant)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WakeSettings:
+    """The wake word (`assistant.trigger = "wake_word"`), heard on the device."""
+
+    words: tuple[str, ...] = ("okay_nabu",)
+    """The wake words listened for, several at once: the models pymicro-wakeword ships,
+    `okay_nabu`, `hey_jarvis`, `hey_mycroft`, `alexa`."""
+    model_files: tuple[str, ...] = ()
+    """Your own microWakeWord models: the paths of their `.json` manifests, each with the
+    `.tflite` it names beside it. Listened for as well as `words`."""
+    probability_cutoff: float = 0.0
+    """How sure a model must be that it heard its word: 0 = each model's own tuned cutoff
+    (0.85 to 0.97); lower hears the word more readily (and falsely more often), higher
+    less. 0.5 to 0.99."""
+    refractory_s: float = 2.0
+    """Once heard, the word is not heard again for this long."""
+    listen_s: float = 5.0
+    """After the word, how long the device waits for the question to start; silence
+    till then goes back to waiting for the word."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +480,7 @@ class EventsSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     assistant: AssistantSettings = field(default_factory=AssistantSettings)
+    wake: WakeSettings = field(default_factory=WakeSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     vad: VadSettings = field(default_factory=VadSettings)
     button: ButtonSettings = field(default_factory=ButtonSettings)

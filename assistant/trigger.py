@@ -7,12 +7,15 @@
 - `toggle`: a tap opens a listening window: the VAD opens the utterance when speech comes
   (its pre-roll keeps the first syllable) and its hangover ends it, or a second tap ends
   it there. No speech within `listen_timeout_s` closes the window.
+- `wake_word`: the word (assistant.wake_word, fed by the loop) opens a listening window of
+  `wake.listen_s`; the audio up to the word is forgotten, so the question's pre-roll
+  starts after it and the word is never uploaded. Otherwise as `toggle`'s window.
 
 The kiosk page's on-screen button is press-and-hold in every mode (`hold=True`): a
 press opens an utterance (taking over one the VAD opened), the release closes it.
 
 A listening window also opens after an answer (the follow-up window, any mode) and, in
-the wake word issue's mode, after the word. While a window is open the VAD may open an
+wake word mode, after the word. While a window is open the VAD may open an
 utterance; when it closes unused, the loop goes back to waiting. Each opening is
 published as `listening_started` (earcons and LEDs follow it).
 """
@@ -75,6 +78,11 @@ class TriggerPolicy:
         self._window_ends = t + seconds
         self._endpointer.hands_free = True
         self._publish(ListeningStarted(by=by, window_s=seconds))
+
+    def wake_word_heard(self, t: float, listen_s: float) -> None:
+        """The wake word ended at about `t`: listen for the question, from after it."""
+        self._endpointer.forget_audio()
+        self.open_window("wake_word", listen_s, t)
 
     def close_window(self) -> None:
         self._window_ends = None

@@ -232,6 +232,13 @@ class Endpointer:
         self._unvoiced_run = 0
         self._paused = False
 
+    def forget_audio(self) -> None:
+        """Drop the pre-roll heard so far (a wake word): an utterance opened later starts
+        after it. The VAD and its noise floor carry on."""
+        if not self._open:
+            self._ring.clear()
+            self._window.clear()
+
     def process(self, block: AudioBlock) -> list[EndpointEvent]:
         """Classify the whole frames this block completes; keep the rest for next time."""
         samples = block.samples

@@ -1,0 +1,106 @@
+"""What the speaker actually played, on the monotonic clock: the echo canceller's reference.
+
+The output device hands over every period it plays, as it plays it (the PortAudio
+callback, or the WAV sink's clock), with the moment it becomes audible: the time of the
+callback plus the stream's output latency. Pauses, underruns and flushes are therefore
+in the reference as they were heard, not as the audio was queued. The capture side then
+asks for the stretch that matches a microphone block's own timestamps (the capture
+stream's latency is already in those), so the canceller only has to find the room's
+delay, which AEC3's delay estimator does.
+
+`played` runs on the device's thread and only appends under a lock; resampling and
+assembly happen on the reading side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+import soxr
+
+from assistant.ports import CAPTURE_RATE
+
+KEEP_S = 2.0
+"""How far back the reference is kept: the longest room delay plus the capture's lag."""
+
+
+GAP_S = 0.002
+"""A period that starts this much later than the last one ended begins a new stretch
+(the stream was closed, paused by the device, or flushed): the resampler starts afresh."""
+
+
+class FarEnd:
+    """Periods as played, with when each became audible; read back at the capture rate."""
+
+    def __init__(self, keep_s: float = KEEP_S) -> None:
+        self._keep_s = keep_s
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[float, np.ndarray, int]] = deque()
+        """(audible at, int16 mono samples, rate) handed over by the device, not yet read."""
+        self._stretches: deque[tuple[float, np.ndarray]] = deque()
+        """(audible at, float32 samples at the capture rate), oldest first."""
+        self._resampler: soxr.ResampleStream | None = None
+        self._rate = 0
+        self._next_t = -1.0
+        """When the last converted period ended: where a continuing period starts."""
+
+    def played(self, samples: np.ndarray, rate: int, audible_at: float) -> None:
+        """Device thread: `samples` (int16 mono at `rate`) are heard from `audible_at`."""
+        with self._lock:
+            self._pending.append((audible_at, samples.copy(), rate))
+            while self._pending and self._pending[0][0] < audible_at - self._keep_s:
+                self._pending.popleft()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+        self._stretches.clear()
+        self._next_t = -1.0
+
+    def window(self, t_start: float, n: int) -> np.ndarray:
+        """The reference for `n` capture-rate samples from `t_start`: int16, silence where
+        nothing was playing."""
+        self._convert()
+        out = np.zeros(n, dtype=np.float32)
+        t_end = t_start + n / CAPTURE_RATE
+        for audible_at, samples in self._stretches:
+            if audible_at >= t_end or audible_at + len(samples) / CAPTURE_RATE <= t_start:
+                continue
+            first = round((audible_at - t_start) * CAPTURE_RATE)
+            lo, hi = max(0, first), min(n, first + len(samples))
+            if lo < hi:
+                out[lo:hi] = samples[lo - first : hi - first]
+        return np.clip(out, -32768, 32767).astype(np.int16)
+
+    def _convert(self) -> None:
+        """Move what the device handed over into capture-rate stretches (loop side)."""
+        with self._lock:
+            pending, self._pending = self._pending, deque()
+        for audible_at, samples, rate in pending:
+            continuing = (
+                self._resampler is not None
+                and rate == self._rate
+                and abs(audible_at - self._next_t) <= GAP_S
+            )
+            if not continuing:
+                self._resampler = soxr.ResampleStream(rate, CAPTURE_RATE, 1, dtype="float32")
+                self._rate = rate
+                self._stretches.append((audible_at, np.zeros(0, np.float32)))
+            assert self._resampler is not None
+            converted = self._resampler.resample_chunk(samples.astype(np.float32))
+            start, so_far = self._stretches[-1]
+            self._stretches[-1] = (start, np.concatenate((so_far, converted)))
+            self._next_t = audible_at + len(samples) / rate
+        while self._stretches and len(self._stretches) > 1:
+            start, samples = self._stretches[0]
+            if start + len(samples) / CAPTURE_RATE >= self._next_t - self._keep_s:
+                break
+            self._stretches.popleft()
+        if self._stretches:
+            start, samples = self._stretches[-1]
+            keep = round(self._keep_s * CAPTURE_RATE)
+            if len(samples) > keep:
+                cut = len(samples) - keep
+                self._stretches[-1] = (start + cut / CAPTURE_RATE, samples[cut:])
