@@ -30,7 +30,7 @@ from assistant.providers.openai_names import (
     OPENAI_TTS_MODELS,
     OPENAI_VOICES,
 )
-from assistant.settings import Secret, Settings, Speculate, Trigger
+from assistant.settings import EchoMode, Secret, Settings, Speculate, Trigger
 from assistant.states import STRICT_ENV
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,9 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
         None if v == 0 or 0.5 <= v <= 0.99 else "must be 0 (each model's own) or 0.5 to 0.99"
     ),
     "wake.refractory_s": _between(0, 30),
+    "echo.barge_in_min_speech_ms": _between(60, 2000),
+    "echo.resume_after_s": _between(0.2, 10),
+    "echo.reference_delay_ms": _between(0, 1000),
     "wake.listen_s": _between(1, 30),
     "audio.echo_tail_ms": _between(0, 2000),
     "earcons.thinking_cue_after_ms": _between(100, 10_000),
@@ -469,6 +472,7 @@ def _check(settings: Settings) -> None:
     _check_question_variable(settings)
     _check_earcon_files(settings)
     _check_wake_words(settings)
+    _check_echo(settings)
     _check_events(settings)
     if (problem := pin_problem(settings)) is not None:
         raise ConfigError(*problem)
@@ -571,6 +575,19 @@ def _check_wake_words(settings: Settings) -> None:
     for path in wake.model_files:
         if (problem := manifest_problem(Path(path).expanduser())) is not None:
             raise ConfigError("wake.model_files", path, problem)
+
+
+def _check_echo(settings: Settings) -> None:
+    """`echo.enabled = "on"` is a promise: without the canceller, say so at start."""
+    from assistant.audio.echo_canceller import available
+
+    if settings.echo.enabled is EchoMode.ON and not available():
+        raise ConfigError(
+            "echo.enabled",
+            "on",
+            "the echo canceller (pywebrtc-audio) is not installed: pip install pywebrtc-audio, "
+            'or use "auto" (half-duplex without it)',
+        )
 
 
 def _check_question_variable(settings: Settings) -> None:

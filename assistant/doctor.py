@@ -7,7 +7,7 @@ whose prerequisite failed is "not run". The exit status is 0 only if no check fa
 
 The list is extensible: a check is anything with a `name`, what it `needs`, a time bound
 and an async `run`, and `assistant.doctor_devices.doctor_checks` lists them in order. A
-new part of the assistant (the echo canceller, the event server: neither exists yet) adds
+new part of the assistant (as the echo canceller and the event server did) adds
 its check there, returning "not configured" when its settings leave it off.
 
 This module is core (no device library): the checks that need devices live in the wiring

@@ -217,15 +217,18 @@ def doctor_checks(settings: Settings) -> list[Check]:
     """Every check, in the order it runs.
 
     Extension point: a new part of the assistant adds its check here, where it belongs in
-    the order (the echo canceller after `tone`, the event server after `services`, once
-    they exist), built from the settings and reporting "not configured" when left off.
+    the order, built from the settings and reporting "off" when left off.
     """
+    from assistant.doctor_parts import EchoCancellerCheck, EventServerCheck
+
     return [
         DevicesCheck(),
         MicrophoneCheck(),
         ToneCheck(),
+        EchoCancellerCheck(),
         ButtonsCheck(configured_buttons(settings)),
         ServicesCheck(),
+        EventServerCheck(),
     ]
 
 

@@ -78,6 +78,9 @@ class Ready(Event):
 
     trigger: str
     """How a question starts: `hands_free`, `push_to_talk`, `toggle` or `wake_word`."""
+    echo_cancellation: bool = False
+    """Whether the device cancels its own voice in what it hears (and so can be
+    interrupted by voice); false: half-duplex."""
 
 
 @_kind("state")
@@ -155,7 +158,29 @@ class BargeIn(Event):
     """The user interrupted an answer; `t` is when (the press, or the first voiced frame)."""
 
     by: str
-    """`button`, `screen` or `voice`."""
+    """`button`, `screen`, `voice` or `wake_word`."""
+
+
+@_kind("answer_paused")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerPaused(Event):
+    """Voice was heard over the answer (echo cancelled): it is held, silent, until the voice
+    proves to be speech (`barge_in`) or not (`answer_resumed`)."""
+
+    t_speech: float
+    """The first voiced frame (time.monotonic())."""
+
+
+@_kind("answer_resumed")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerResumed(Event):
+    """The sound that paused the answer was no question: it plays on from where it paused."""
+
+    reason: str
+    """`too_short` (the sound ended before `echo.barge_in_min_speech_ms`) or `timeout`
+    (`echo.resume_after_s` passed without enough speech)."""
+    paused_ms: int
+    """How long it was held."""
 
 
 @_kind("conversation_reset")

@@ -38,6 +38,7 @@ from assistant.audio.endpointer import (
     UtteranceEnded,
 )
 from assistant.audio.espeak import EspeakError, synthesize_async
+from assistant.audio.far_end import FarEnd
 from assistant.audio.output_sink import OutputSink
 from assistant.audio.resample import resample_once
 from assistant.audio.self_sound import PlaybackTimeline, SelfSoundGate
@@ -45,23 +46,34 @@ from assistant.devices import AudioDevices, InputEnded
 from assistant.earcon_player import EarconPlayer
 from assistant.events import EventBus
 from assistant.failures import describe_failure
-from assistant.ports import AudioBlock, AudioSink, AudioSource, Button, ButtonEvent, DeviceError
+from assistant.ports import (
+    AudioBlock,
+    AudioSink,
+    AudioSource,
+    Button,
+    ButtonEvent,
+    DeviceError,
+    Monitored,
+)
 from assistant.providers.base import Stages
 from assistant.screen_button import ScreenButton
-from assistant.settings import Settings, Speculate, Trigger
+from assistant.settings import EchoMode, Settings, Speculate, Trigger
 from assistant.speculation import Gate, Speculator
 from assistant.spoken_errors import message_for
 from assistant.states import State, StateMachine
 from assistant.trigger import TriggerPolicy
 from assistant.turn import Turn
+from assistant.voice_barge_in import VoiceBargeIn
 from assistant.volume import Volume
 
 if TYPE_CHECKING:
-    from assistant.wake_word import WakeWordDetector
+    from assistant.audio.echo_canceller import EchoCanceller
+    from assistant.wake_word import WakeWordDetector, WakeWordHeard
 
 log = logging.getLogger(__name__)
 
 BARGE_IN = "barge_in"
+WAKE_WORD = "wake_word"
 CANCEL = "cancel"
 SCREEN = "screen"
 """How the kiosk page's talk button is named in events."""
@@ -112,9 +124,16 @@ class VoiceLoop:
             publish=bus.publish,
             reset_conversation=stages.completion.reset_conversation,
         )
+        self._canceller = _echo_canceller(settings, sink)
+        echo_barge_in = self._canceller is not None and settings.echo.barge_in
         # Voice barge-in listens to the answer's time; without echo cancellation it
-        # would hear the answer itself, so it is off unless asked for.
-        self._by_voice = settings.assistant.barge_in_voice and trigger is Trigger.HANDS_FREE
+        # would hear the answer itself, so it is off then unless asked for.
+        self._by_voice = trigger is Trigger.HANDS_FREE and (
+            settings.assistant.barge_in_voice or echo_barge_in
+        )
+        self._by_wake_word = trigger is Trigger.WAKE_WORD and echo_barge_in
+        self._woken_at: float | None = None
+        """The wake word interrupted the answer then: the next question's window opens."""
         self._states = StateMachine(bus)
         self._set_state = self._states.to
         self._speculation = Speculator(settings.vad.speculate, bus, self._set_state)
@@ -130,13 +149,20 @@ class VoiceLoop:
         self._wake_fresh = False
         """Whether the detector has heard every block since it was last reset."""
         self._announcements = Announcements()
+
+        def devices_opened() -> None:
+            if self._canceller is not None:
+                self._canceller.reset()  # a new device is a new echo path
+            if on_devices_open is not None:
+                on_devices_open()
+
         self._devices = AudioDevices(
             source,
             self._sink,
             bus,
             self._set_state,
             settings.audio.device_timeout_s,
-            on_devices_open,
+            devices_opened,
         )
 
     @property
@@ -194,7 +220,12 @@ class VoiceLoop:
     async def run(self) -> None:
         """Listen and answer until a finite microphone runs out (forever on a device)."""
         await self._devices.open()
-        self._bus.publish(events.Ready(trigger=self._settings.assistant.trigger.value))
+        self._bus.publish(
+            events.Ready(
+                trigger=self._settings.assistant.trigger.value,
+                echo_cancellation=self._canceller is not None,
+            )
+        )
         try:
             while not self._input_ended:
                 utterance = await self._listen()
@@ -217,8 +248,14 @@ class VoiceLoop:
         except InputEnded:
             self._input_ended = True
             raise
+        if self._canceller is not None:
+            # The canceller takes out everything the device plays (answers, earcons, the
+            # thinking cue) sample by sample: silencing whole stretches on top of it would
+            # cut the user's words off where they overlap the device's sound.
+            self._canceller.user_talking = self._endpointer.in_utterance
+            return self._canceller(block)
         if self._by_voice and self.state is State.SPEAKING:
-            return block  # voice barge-in hears the answer's time as it is
+            return block  # half-duplex barge-in by voice, as asked: it hears the answer too
         return self._self_sound(block)
 
     # -- listening -------------------------------------------------------------
@@ -234,8 +271,11 @@ class VoiceLoop:
             self._trigger.announce_carried_over()
         else:
             self._endpointer.reset()
-            if self._follow_up and not self._muted:
+            if self._woken_at is not None and not self._muted:
+                self._trigger.wake_word_heard(self._woken_at, self._settings.wake.listen_s)
+            elif self._follow_up and not self._muted:
                 self._trigger.open_window("follow_up", self._settings.assistant.follow_up_s)
+        self._woken_at = None
         self._follow_up = False
         try:
             while True:
@@ -382,6 +422,8 @@ class VoiceLoop:
                 speech.interrupt()
                 await cancel_and_wait(playing)
                 self._carry_over = interruption == BARGE_IN
+                if interruption == WAKE_WORD:
+                    self._woken_at = time.monotonic()
                 return False
             if (failure := playing.exception()) is not None:
                 await self._report_failure(failure, turn)
@@ -414,16 +456,35 @@ class VoiceLoop:
         return None
 
     async def _listen_during_answer(self) -> str | None:
-        """Feed the endpointer while answering; BARGE_IN when the user starts speaking
-        (only if barge-in by voice is on). Muted, the audio goes nowhere."""
+        """Feed the endpointer while answering. With barge-in by voice, speech over the
+        answer pauses it and ends it (BARGE_IN) once it is speech enough; in wake word mode
+        with echo cancellation the word ends it (WAKE_WORD). Muted, the audio goes nowhere."""
+        by_voice = VoiceBargeIn(
+            self._sink,
+            self._endpointer,
+            self._bus.publish,
+            min_speech_ms=self._settings.echo.barge_in_min_speech_ms,
+            resume_after_s=self._settings.echo.resume_after_s,
+        )
         try:
             while True:
                 block = await self._read()
                 if self._muted:
                     continue
                 heard = self._endpointer.process(block)
-                if self._by_voice and any(isinstance(e, SpeechStarted) for e in heard):
-                    self._bus.publish(events.BargeIn(by="voice", t=heard[0].t))
+                now = block.t_start + block.duration
+                if self._by_wake_word and (word := self._wake_word_over_answer(block)):
+                    self._bus.publish(events.BargeIn(by="wake_word", t=word.t))
+                    return WAKE_WORD
+                if not self._by_voice:
+                    continue
+                if self._canceller is None:
+                    # Half-duplex asked for barge-in anyway: any voice ends the answer.
+                    if any(isinstance(e, SpeechStarted) for e in heard):
+                        self._bus.publish(events.BargeIn(by="voice", t=heard[0].t))
+                        return BARGE_IN
+                elif (onset := by_voice.heard(heard, now)) is not None:
+                    self._bus.publish(events.BargeIn(by="voice", t=onset))
                     return BARGE_IN
         except InputEnded:
             return None
@@ -431,6 +492,22 @@ class VoiceLoop:
             # The answer goes on; the next listen meets the failure and reopens.
             log.warning("microphone failed during an answer: %s", exc or type(exc).__name__)
             return None
+        finally:
+            by_voice.close()
+
+    def _wake_word_over_answer(self, block: AudioBlock) -> WakeWordHeard | None:
+        """The wake word in the answer's time (echo cancelled), published when heard."""
+        assert self._wake is not None
+        if not self._wake_fresh:
+            self._wake.reset()
+            self._wake_fresh = True
+        heard = self._wake.process(block)
+        if heard is not None:
+            log.info("wake word heard over the answer: %s (%.2f)", heard.phrase, heard.probability)
+            self._bus.publish(
+                events.WakeWordHeard(word=heard.word, probability=round(heard.probability, 3))
+            )
+        return heard
 
     async def _press_during_answer(
         self, button: Button | None, *, hold: bool = False, by: str = "button"
@@ -490,6 +567,28 @@ class VoiceLoop:
             return spoken
         gap = np.zeros(int(rate * ERROR_TONE_GAP_S), dtype=np.int16)
         return np.concatenate([tone, gap, spoken])
+
+
+def _echo_canceller(settings: Settings, sink: AudioSink) -> EchoCanceller | None:
+    """The canceller, when `[echo]` asks for one and it can work here; says which at start."""
+    if settings.echo.enabled is EchoMode.OFF:
+        log.info("echo cancellation: off (echo.enabled = off): half-duplex")
+        return None
+    from assistant.audio.echo_canceller import EchoCanceller, available
+
+    if not available():
+        log.warning("echo cancellation: off, pywebrtc-audio is not installed: half-duplex")
+        return None
+    if not isinstance(sink, Monitored):
+        log.warning("echo cancellation: off, the speaker does not tell what it plays")
+        return None
+    far_end = FarEnd()
+    sink.monitor(far_end.played)
+    log.info(
+        "echo cancellation: on (WebRTC AEC3)%s",
+        ": speech over an answer interrupts it" if settings.echo.barge_in else "",
+    )
+    return EchoCanceller(far_end, settings.echo.reference_delay_ms)
 
 
 def _wake_word_detector(settings: Settings) -> WakeWordDetector:

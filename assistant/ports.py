@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -103,6 +104,31 @@ class BatchedHandover(Protocol):
         While nobody is speaking the loop allows more, waking a few times a
         second instead of fifty; blocks keep their own timestamps either way.
         """
+
+
+PlayedListener = Callable[[np.ndarray, int, float], None]
+"""Told of each period a sink plays: (int16 mono samples, their rate, the time.monotonic()
+at which they are heard). Called on the device's own thread: it must only hand them on."""
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    """A sink that tells what it actually plays, as it plays it (optional: the loop checks);
+    the echo canceller's reference."""
+
+    def monitor(self, listener: PlayedListener | None) -> None:
+        """Hand every period played from now on to `listener` (None: stop)."""
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A sink that can hold what it is playing and go on later (optional)."""
+
+    def pause(self) -> None:
+        """Play silence from the next period on, dropping nothing."""
+
+    def resume(self) -> None:
+        """Play on from where it paused."""
 
 
 @runtime_checkable

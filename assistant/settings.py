@@ -103,9 +103,9 @@ class AssistantSettings:
     language: str = "en"
     """Language of the local fallback voice (espeak-ng voice name)."""
     barge_in_voice: bool = False
-    """Hands-free: speech during an answer interrupts it. Off by default: without echo
-    cancellation the assistant's own voice from the speaker would interrupt it.
-    (In push-to-talk a press always interrupts.)"""
+    """Hands-free: speech during an answer interrupts it even without echo cancellation
+    (with it, `echo.barge_in` already does). Off by default: half-duplex, the assistant's
+    own voice from the speaker would interrupt it. (A talk button press always does.)"""
     watchdog_s: float = 15.0
     """Exit (for systemd to restart) when the event loop has not turned for this long; 0 = off."""
     follow_up_s: float = 0.0
@@ -116,6 +116,38 @@ class AssistantSettings:
     state_dir: str = ""
     """Where small state (the volume) is kept; "" = systemd's StateDirectory, else
     $XDG_STATE_HOME/voice-assistant (~/.local/state/voice-assistant)."""
+
+
+class EchoMode(StrEnum):
+    AUTO = "auto"
+    """Cancel the device's own sound when the canceller is installed (it is, with the
+    assistant, on x86_64 and aarch64) and the speaker reports what it plays."""
+    ON = "on"
+    """The same, but a missing canceller stops the start."""
+    OFF = "off"
+    """Half-duplex: what the microphone hears while the device plays is silenced (the
+    sound server already cancels echo, or nothing the speaker plays reaches the mic)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EchoSettings:
+    """Echo cancellation: the device hears the user over its own voice."""
+
+    enabled: EchoMode = EchoMode.AUTO
+    """`auto`, `on` or `off` (EchoMode)."""
+    barge_in: bool = True
+    """With echo cancellation active, the user's speech over an answer interrupts it
+    (hands-free), and so does the wake word (wake word mode)."""
+    barge_in_min_speech_ms: int = 300
+    """Speech over an answer must last this long to end it. Any voice pauses the answer
+    at once; a cough, a door, a word shorter than this lets it resume."""
+    resume_after_s: float = 2.0
+    """A pause for a sound that did not become speech lasts at most this long; then the
+    answer resumes where it paused."""
+    reference_delay_ms: int = 0
+    """Added to the devices' reported latencies when what was played is lined up with
+    what is heard: for a sound path that hides its latency (a Bluetooth or network
+    speaker). The canceller finds the room's own delay by itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,6 +513,7 @@ class EventsSettings:
 class Settings:
     assistant: AssistantSettings = field(default_factory=AssistantSettings)
     wake: WakeSettings = field(default_factory=WakeSettings)
+    echo: EchoSettings = field(default_factory=EchoSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     vad: VadSettings = field(default_factory=VadSettings)
     button: ButtonSettings = field(default_factory=ButtonSettings)

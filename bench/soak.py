@@ -161,12 +161,12 @@ class ScriptedMic:
         t_start = self._t0 + self._blocks * BLOCK_MS / 1000
         await asyncio.sleep(max(0.0, t_start + BLOCK_MS / 1000 - time.monotonic()))
         self._blocks += 1
+        # The room's hiss goes on under a question too: espeak-ng's own pauses are
+        # digital silence, which no microphone delivers.
+        hiss = self._rng.normal(0, NOISE_RMS, self._block)
         if self._queue:
-            samples = self._queue.popleft()
-        else:
-            hiss = self._rng.normal(0, NOISE_RMS, self._block)
-            samples = hiss.astype(np.int16)
-        return AudioBlock(samples, t_start)
+            hiss += self._queue.popleft()
+        return AudioBlock(np.clip(hiss, -32768, 32767).astype(np.int16), t_start)
 
     async def close(self) -> None:
         self._queue.clear()

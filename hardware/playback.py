@@ -99,6 +99,9 @@ class PlaybackQueue:
         self._draining = 0
         self.underruns = 0
         """Times the ring ran dry mid-playback, i.e. not explained by flush() or drain()."""
+        self.paused = False
+        """While True the device plays silence and the ring keeps its place (set on the
+        loop, read by the device: a plain attribute is enough for one flag)."""
 
     @property
     def capacity(self) -> int:
@@ -115,7 +118,11 @@ class PlaybackQueue:
         return len(self._ring) > 0 or self._busy
 
     def pull(self, out: np.ndarray) -> int:
-        """Fill `out` from the ring, silence for what is missing; returns the real samples."""
+        """Fill `out` from the ring, silence for what is missing; returns the real samples.
+        Paused: all silence, and the ring keeps everything for later."""
+        if self.paused:
+            out[:] = 0
+            return 0
         n = self._ring.read_into(out)
         out[n:] = 0
         dry = n < len(out)

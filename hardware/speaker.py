@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import pyaudio
 
-from assistant.ports import DeviceError
+from assistant.ports import DeviceError, PlayedListener
 from hardware.playback import PlaybackQueue, as_mono_int16
 from hardware.portaudio_calls import run_blocking, run_quietly
 from hardware.pyaudio_support import (
@@ -96,6 +96,8 @@ class Speaker:
         self._callback_error: BaseException | None = None
         self._described = ""
         self._underflow_log = RateLimitedLog("speaker %r: device underflow (%d so far)")
+        self._listener: PlayedListener | None = None
+        self._paused = False
 
     @property
     def sample_rate(self) -> int:
@@ -135,6 +137,21 @@ class Speaker:
     def is_playing(self) -> bool:
         return self._queue is not None and self._queue.is_playing
 
+    def monitor(self, listener: PlayedListener | None) -> None:
+        """Hand each period to `listener` as it goes to PortAudio, timed by when it is
+        heard (PortAudio's DAC time for it, else the stream's output latency)."""
+        self._listener = listener
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._queue is not None:
+            self._queue.paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._queue is not None:
+            self._queue.paused = False
+
     async def start(self) -> None:
         """Open the device (which checks it is there) and keep it until idle."""
         if self._queue is not None:
@@ -156,6 +173,7 @@ class Speaker:
         self._name, self._rate = opened.name, opened.rate
         capacity = max(1, round(self._buffer_s * opened.rate))
         self._queue = PlaybackQueue(capacity, loop, threaded=True)
+        self._queue.paused = self._paused
         self._live = (opened, self._queue)
         described = (
             f"speaker {opened.name!r}: {opened.rate} Hz x{opened.channels}, "
@@ -182,6 +200,7 @@ class Speaker:
         self._preparing = asyncio.get_running_loop().create_task(self._prepare())
 
     def flush(self) -> None:
+        self.resume()  # what comes next plays at once
         if self._queue is not None:
             dropped = self._queue.flush()
             self._retire_stream()
@@ -339,11 +358,18 @@ class Speaker:
             return f"PortAudio has not pulled audio for {silent_for:.1f} s"
         return None
 
+    def _heard_after(self, time_info: Mapping[str, float]) -> float:
+        """Seconds from this callback until its first sample is heard: PortAudio's DAC
+        time for it when that is usable, else the stream's reported output latency."""
+        dac = time_info.get("output_buffer_dac_time", 0.0)
+        ahead = dac - time_info.get("current_time", 0.0)
+        return ahead if dac and 0.0 <= ahead <= 1.0 else self._latency
+
     def _on_output(
         self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
     ) -> tuple[bytes | None, int]:
         """PortAudio thread: copy one period out of the ring, silence when it is empty."""
-        self._last_callback = time.monotonic()
+        now = self._last_callback = time.monotonic()
         live = self._live
         loop = self._loop
         assert loop is not None
@@ -367,6 +393,8 @@ class Speaker:
                 if self._dry_frames >= self._idle_frames and not self._idle_noted:
                     self._idle_noted = True
                     loop.call_soon_threadsafe(self._on_idle, opened)
+            if (listener := self._listener) is not None:
+                listener(buf, opened.rate, now + self._heard_after(time_info))
             if opened.channels == 1:
                 return buf.tobytes(), pyaudio.paContinue
             return np.repeat(buf, opened.channels).tobytes(), pyaudio.paContinue

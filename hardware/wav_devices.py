@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError
+from assistant.ports import CAPTURE_RATE, AudioBlock, DeviceError, PlayedListener
 from hardware.playback import PlaybackQueue, as_mono_int16
 from hardware.wav_io import _PcmWavWriter, read_wav  # read_wav: re-exported for callers
 
@@ -158,10 +158,29 @@ class WavFileSink:
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._started = False
+        self._listener: PlayedListener | None = None
+        self._paused = False
 
     @property
     def sample_rate(self) -> int:
         return self._rate
+
+    def monitor(self, listener: PlayedListener | None) -> None:
+        """Hand each stretch to `listener` as it is written, timed by its place in the file."""
+        self._listener = listener
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._queue is not None:
+            self._advance()  # what was due before the pause did play
+            self._queue.paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._queue is not None:
+            self._advance()  # the pause lasted until now
+            self._queue.paused = False
+            self._wake.set()
 
     @property
     def path(self) -> Path:
@@ -209,6 +228,7 @@ class WavFileSink:
         if self._t0 is None:
             self._t0 = self._clock()
         self._queue = PlaybackQueue(round(self._buffer_s * self._rate), loop, threaded=False)
+        self._queue.paused = self._paused
         self._ticker = asyncio.create_task(self._tick(), name=f"wav-sink {self._path.name}")
 
     async def play(self, samples: np.ndarray, timeout: float) -> None:
@@ -223,6 +243,7 @@ class WavFileSink:
         if self._queue is not None:
             self._advance()  # what was due before the flush did play
             self._queue.flush()
+        self.resume()  # what comes next plays at once
 
     async def drain(self, timeout: float) -> None:
         await self._require_queue().drain(timeout, self._check)
@@ -266,6 +287,8 @@ class WavFileSink:
         if missing > 0:
             chunk = np.empty(missing, dtype=np.int16)
             self._queue.pull(chunk)
+            if self._listener is not None:
+                self._listener(chunk, self._rate, self._t0 + self._file.frames / self._rate)
             self._file.append(chunk)
 
     async def _tick(self) -> None:

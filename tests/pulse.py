@@ -251,6 +251,9 @@ class PulseServer:
                 f"source={SPEAKER_SINK}.monitor",
                 f"sink={MIC_SINK}",
                 f"latency_msec={delay_ms}",
+                # A room's delay holds still; the loopback's own rate adjustments (for
+                # two clocks that drift, which these null sinks share) would not.
+                "adjust_time=0",
                 "source_dont_move=true",
                 "sink_dont_move=true",
                 "sink_input_properties=media.name=va-echo-path",

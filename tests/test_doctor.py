@@ -5,6 +5,7 @@ status of the command."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from assistant.doctor import (
     tone,
 )
 from assistant.doctor_devices import configured_buttons, doctor_checks
+from assistant.events import EventBus
 from assistant.settings import (
     AssistantSettings,
     ButtonSettings,
@@ -108,7 +110,7 @@ def test_the_buttons_it_asks_for() -> None:
     assert configured_buttons(talk) == [("button.pin", 17)]
     # Extension point: the list of checks is the doctor's, in order.
     names = [check.name for check in doctor_checks(talk)]
-    assert names == ["devices", "microphone", "tone", "buttons", "services"]
+    assert names == ["devices", "microphone", "tone", "echo", "buttons", "services", "events"]
 
 
 # -- on the real parts --------------------------------------------------------------------
@@ -147,6 +149,9 @@ async def test_every_check_passes_on_working_parts(
     assert rows["button.pin"].detail.startswith("GPIO17 pressed after")
     assert "key accepted; Text Generator" in rows["dify"].detail
     assert "speech to text on, text to speech on" in rows["dify"].detail
+    assert rows["echo"].detail.startswith("WebRTC AEC3: removed")
+    # Free, or (another assistant on this machine) served by one: either way it passes.
+    assert "127.0.0.1:8765" in rows["events"].detail
     # The tone really reached the speaker.
     reference = tone(48_000)
     assert find(heard, recording.rate, reference, 48_000).score > 0.8
@@ -171,6 +176,37 @@ async def test_silence_an_unpressed_button_and_a_refused_key_fail(
     if _has("cancel_pin"):  # the optional buttons (the controls issue)
         assert results["button.cancel_pin"].verdict is Verdict.FAIL
         assert "no press on GPIO27" in results["button.cancel_pin"].detail
+
+
+async def test_the_optional_parts_say_off_and_the_event_port_is_checked() -> None:
+    from assistant.doctor_parts import EchoCancellerCheck, EventServerCheck
+    from assistant.settings import EchoMode, EchoSettings, EventsSettings
+
+    off = Settings(echo=EchoSettings(enabled=EchoMode.OFF), events=EventsSettings(enabled=False))
+    exam = Examination(off, say=lambda text: None)
+    rows = await examine([EchoCancellerCheck(), EventServerCheck()], exam)
+    assert [(r.check, r.verdict) for r in rows] == [
+        ("echo", Verdict.SKIPPED),
+        ("events", Verdict.SKIPPED),
+    ]
+    # A port another program holds fails; one a running assistant serves passes.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        taken_exam = Examination(Settings(events=EventsSettings(port=port)), say=lambda t: None)
+        [row] = await examine([EventServerCheck()], taken_exam)
+    assert row.verdict is Verdict.FAIL and "taken by another program" in row.detail
+
+    from assistant.event_server import EventServer
+
+    bus = EventBus()
+    served = EventServer(EventsSettings(port=0), bus)
+    await served.start()
+    try:
+        mine = Examination(Settings(events=EventsSettings(port=served.port)), say=lambda t: None)
+        [row] = await examine([EventServerCheck()], mine)
+    finally:
+        await served.stop()
+    assert row.verdict is Verdict.PASS and "a running assistant serves" in row.detail
 
 
 def _has(field: str) -> bool:

@@ -73,8 +73,10 @@ def _turn_requests(server: RunningDevServer) -> list[object]:
 
 
 @contextlib.asynccontextmanager
-async def _wake_word_assistant(server: RunningDevServer) -> AsyncIterator[Assistant]:
-    server.state.options = dataclasses.replace(server.state.options, reply_sentences=1)
+async def _wake_word_assistant(
+    server: RunningDevServer, sentences: int = 1
+) -> AsyncIterator[Assistant]:
+    server.state.options = dataclasses.replace(server.state.options, reply_sentences=sentences)
     settings = Settings(
         assistant=AssistantSettings(trigger=Trigger.WAKE_WORD),
         wake=WakeSettings(words=("okay_nabu",), listen_s=LISTEN_S),
@@ -148,3 +150,32 @@ async def test_the_word_alone_goes_back_to_waiting(
     assert idle.t - listening.t == pytest.approx(LISTEN_S, abs=0.5)
     assert _turn_requests(server) == []
     assert assistant.kinds("utterance") == []
+
+
+async def test_the_word_over_an_answer_interrupts_it_with_echo_cancellation(
+    pulse: PulseServer, server: RunningDevServer
+) -> None:
+    # A room: the answer comes back into the microphone 60 ms later, as loud as it played.
+    echo = pulse.load_echo_path(60, gain_db=0.0)
+    try:
+        async with _wake_word_assistant(server, sentences=4) as assistant:
+            ready = assistant.kinds("ready")[0]
+            await _say(pulse, concat(silence(300), speech_16k(WAKE, "en", 150), silence(400)))
+            await _say(pulse, speech_16k(QUESTION))
+            await _until(assistant.events, "state", 30, state="speaking")
+            await asyncio.sleep(2.5)
+            mark = len(assistant.seen)
+            await _say(pulse, speech_16k(WAKE, "en+m3", 150))
+            barged = await _until(assistant.events, "barge_in", 10)
+            await _say(pulse, concat(silence(500), speech_16k("What time is it?", "en+m3")))
+            await _until(assistant.events, "marks", 40, turn=2)
+    finally:
+        pulse.unload_echo_path(echo)
+
+    assert ready.data["echo_cancellation"] is True
+    assert barged.data == {"by": "wake_word"}
+    after = assistant.seen[mark:]
+    assert [e.data["by"] for e in after if e.kind == "listening_started"] == ["wake_word"]
+    assert [e.data["text"] for e in assistant.kinds("transcript")][-1] == "What time is it?"
+    # Only the word stopped the answer: the device's own voice never did.
+    assert [e.data["by"] for e in assistant.kinds("barge_in")] == ["wake_word"]

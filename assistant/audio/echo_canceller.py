@@ -27,6 +27,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIBRARY = "pywebrtc_audio"
+ECHO_ONLY_DB = -20.0
+"""While the device plays, a block the canceller took this much or more out of was its
+own echo and nothing else: AEC3 leaves a residual 30 to 50 dB down, which a VAD on a
+quiet microphone still calls voice. Such a block becomes digital silence. A user talking
+over the answer keeps the block within ~10 dB of what the microphone heard (their voice
+is most of what is left), even with the echo 6 dB louder than them."""
+
+
+ECHO_TAIL_S = 0.3
+"""How long after the reference falls silent its echo may still arrive: the room's delay
+(up to 120 ms tested) and reverberation."""
+
+
+def _level_db(samples: np.ndarray) -> float:
+    as_float = samples.astype(np.float64)
+    return 10.0 * float(np.log10(np.dot(as_float, as_float) / max(1, len(samples)) + 1.0))
 
 
 @functools.cache
@@ -61,12 +77,28 @@ class EchoCanceller:
         self.lag_s = processing_lag() / CAPTURE_RATE
         """How much later than the microphone's timestamps the output is: its blocks are
         timed that much earlier, so that what follows sees the true times."""
+        self._echo_until = 0.0
+        """Until when the room may still carry what was played (the last played block, plus
+        ECHO_TAIL_S)."""
+        self.user_talking = False
+        """Set while the user is known to be talking (an utterance is open): nothing is
+        silenced as echo then, since AEC3 ducks the first moments of double talk hard and
+        a hole in the question is worse than a trace of echo in it."""
+        self.echo_only_s = 0.0
+        """Audio silenced as nothing but the device's own echo (for tests and benchmarks)."""
 
     def __call__(self, block: AudioBlock) -> AudioBlock:
         # Blocks are whole periods (multiples of AEC3's 10 ms frames at the usual 10, 20
         # or 30 ms), so the library's padding of a last partial frame never happens.
         far = self._far_end.window(block.t_start - self._delay_s, len(block.samples))
-        return AudioBlock(self._aec.process(block.samples, far), block.t_start - self.lag_s)
+        out = self._aec.process(block.samples, far)
+        if far.any():
+            self._echo_until = block.t_start + block.duration + ECHO_TAIL_S
+        echoing = block.t_start < self._echo_until and not self.user_talking
+        if echoing and _level_db(out) - _level_db(block.samples) <= ECHO_ONLY_DB:
+            out = np.zeros_like(out)
+            self.echo_only_s += len(out) / CAPTURE_RATE
+        return AudioBlock(out, block.t_start - self.lag_s)
 
     def reset(self) -> None:
         """Start converging afresh (after the devices were reopened: a new room path)."""

@@ -55,6 +55,9 @@ _FLOOR_RISE = 0.05
 """Per-frame weight when the noise floor creeps up (slow: speech must not lift it)."""
 _FLOOR_FALL = 0.5
 """Per-frame weight when the floor drops (fast: a quieter room is trusted at once)."""
+_GATED_FRACTION = 0.25
+"""A frame with more exact zeros than this was (partly) silenced digitally: room noise
+has a zero sample now and then (about 1 % at -60 dBFS), never a quarter of them."""
 
 
 class EndReason(StrEnum):
@@ -205,6 +208,11 @@ class Endpointer:
         return self._open
 
     @property
+    def speech_ms(self) -> int:
+        """Voiced audio in the open utterance so far (0 when none is open)."""
+        return self._voiced_frames * self._frame_ms if self._open else 0
+
+    @property
     def manual(self) -> bool:
         return self._manual
 
@@ -311,7 +319,12 @@ class Endpointer:
         if self._floor_db is None:
             self._floor_db = level_db
         voiced = speech and level_db > self._floor_db + ENERGY_MARGIN_DB
-        if not voiced:
+        # Digital silence (what the self-sound gate put in place of the device's own
+        # sound, a padded block), whole or in part, is not the room: it must not pull the
+        # floor down, or the room's own noise after it would pass for speech (webrtcvad,
+        # having heard nothing, calls it speech) and, voiced, never lift the floor again.
+        gated = np.count_nonzero(frame == 0) > len(frame) * _GATED_FRACTION
+        if not voiced and not gated:
             weight = _FLOOR_RISE if level_db > self._floor_db else _FLOOR_FALL
             self._floor_db += weight * (level_db - self._floor_db)
         return voiced

@@ -26,9 +26,12 @@ KEEP_S = 2.0
 """How far back the reference is kept: the longest room delay plus the capture's lag."""
 
 
-GAP_S = 0.002
-"""A period that starts this much later than the last one ended begins a new stretch
-(the stream was closed, paused by the device, or flushed): the resampler starts afresh."""
+RESYNC_S = 0.040
+"""Periods of a running stream are laid end to end, sample-exact, from the stretch's first
+timestamp: a callback's own time jitters by a few ms (tens under load), and a reference
+with gaps or overlaps from that jitter is no signal the canceller can follow. Only a
+period that is this far off where the stretch says it should be (the stream was closed,
+restarted, paused by the device, or drifted) starts a new stretch at its own time."""
 
 
 class FarEnd:
@@ -82,7 +85,7 @@ class FarEnd:
             continuing = (
                 self._resampler is not None
                 and rate == self._rate
-                and abs(audible_at - self._next_t) <= GAP_S
+                and abs(audible_at - self._next_t) <= RESYNC_S
             )
             if not continuing:
                 self._resampler = soxr.ResampleStream(rate, CAPTURE_RATE, 1, dtype="float32")
@@ -92,7 +95,7 @@ class FarEnd:
             converted = self._resampler.resample_chunk(samples.astype(np.float32))
             start, so_far = self._stretches[-1]
             self._stretches[-1] = (start, np.concatenate((so_far, converted)))
-            self._next_t = audible_at + len(samples) / rate
+            self._next_t = (self._next_t if continuing else audible_at) + len(samples) / rate
         while self._stretches and len(self._stretches) > 1:
             start, samples = self._stretches[0]
             if start + len(samples) / CAPTURE_RATE >= self._next_t - self._keep_s:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from assistant.audio.self_sound import PlaybackTimeline
-from assistant.ports import AudioSink, Preparable
+from assistant.ports import AudioSink, Pausable, Preparable
 from assistant.volume import Volume, apply_gain
 
 
@@ -23,6 +23,9 @@ class OutputSink:
         self.inner = inner
         self.volume = volume
         self.timeline = timeline
+        self._paused_since: float | None = None
+        self._paused_s = 0.0
+        """Time spent paused before the current pause (drain waits that much longer)."""
 
     @property
     def sample_rate(self) -> int:
@@ -43,11 +46,43 @@ class OutputSink:
         self.timeline.played(len(samples) / self.inner.sample_rate, now=queued_at)
 
     def flush(self) -> None:
+        self.resume()
         self.inner.flush()
         self.timeline.flushed()
 
+    @property
+    def pausable(self) -> bool:
+        return isinstance(self.inner, Pausable)
+
+    def pause(self) -> None:
+        """Hold what is playing (silence from the next period); nothing is dropped."""
+        if isinstance(self.inner, Pausable) and self._paused_since is None:
+            self._paused_since = time.monotonic()
+            self.inner.pause()
+
+    def resume(self) -> None:
+        if isinstance(self.inner, Pausable) and self._paused_since is not None:
+            self._paused_s += time.monotonic() - self._paused_since
+            self._paused_since = None
+            self.inner.resume()
+
     async def drain(self, timeout: float) -> None:
-        await self.inner.drain(timeout)
+        """Wait until everything queued has played; time spent paused meanwhile does not
+        count against `timeout` (a stalled device still times out)."""
+        while True:
+            paused_before = self.paused_s
+            try:
+                await self.inner.drain(timeout)
+                return
+            except TimeoutError:
+                if self.paused_s - paused_before < 0.1:
+                    raise
+
+    @property
+    def paused_s(self) -> float:
+        """Seconds spent paused so far, the current pause included."""
+        now = time.monotonic()
+        return self._paused_s + (now - self._paused_since if self._paused_since else 0.0)
 
     def prepare(self) -> None:
         if isinstance(self.inner, Preparable):

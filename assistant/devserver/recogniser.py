@@ -65,6 +65,15 @@ _MAX_RATIO = 1.15
 _MIN_PREFIX_FRAMES = 40
 """Cut-off matches need this much voiced audio (400 ms) to mean anything."""
 _FFT_BLOCK_FRAMES = 2000
+_LOST_ONSET_FRAMES = 15
+"""An upload short of a phrase by at most this much (150 ms) may have lost its soft
+first sound (to noise, or to an echo canceller ducking the first moment of a user
+talking over the device): it is the whole phrase if it matches the phrase's rest."""
+_DAMAGED_ONSET_FRAMES = 25
+"""A question asked over the device's own voice may have its first 250 ms damaged
+(what is left of the echo, the canceller ducking double talk): a whole-length upload
+whose rest matches the phrase's rest is that phrase. A real recogniser copes with this
+by language; a fingerprint has to be told."""
 _PREFIX_PENALTY = 0.03
 """A whole-phrase match beats an equally good match with the start of a longer phrase."""
 PAUSE_MS = 150
@@ -245,9 +254,11 @@ def _match_one(upload: Fingerprint, phrases: Mapping[str, Fingerprint]) -> Recog
         if ratio > _MAX_RATIO or (ratio < _FULL_RATIO and upload.frames < _MIN_PREFIX_FRAMES):
             continue
         score = best_alignment(upload.bands, reference)
+        fraction = 1.0 if ratio >= _FULL_RATIO else ratio
+        if score < _MATCH_SCORE and (rest := _onset_spared(upload, reference)) >= _MATCH_SCORE:
+            score, fraction = rest, 1.0
         if score < _MATCH_SCORE:
             continue
-        fraction = 1.0 if ratio >= _FULL_RATIO else ratio
         rank = score - (_PREFIX_PENALTY if fraction < 1.0 else 0.0)
         if best is None or rank > best[0]:
             best = (rank, text, score, fraction)
@@ -257,6 +268,20 @@ def _match_one(upload: Fingerprint, phrases: Mapping[str, Fingerprint]) -> Recog
         )
     _rank, text, score, fraction = best
     return Recognition(_prefix(text, fraction), text, score, fraction, upload.voiced_s)
+
+
+def _onset_spared(upload: Fingerprint, reference: np.ndarray) -> float:
+    """How well the upload matches the phrase when its first moments are left out of the
+    comparison: lost (an upload up to _LOST_ONSET_FRAMES short, lined up at the end) or
+    damaged (its first _DAMAGED_ONSET_FRAMES). 0 when it is no whole-length candidate."""
+    short = len(reference) - upload.frames
+    if short > _LOST_ONSET_FRAMES or upload.frames <= 3 * _DAMAGED_ONSET_FRAMES:
+        return 0.0
+    tail = reference[max(0, short) :]
+    return max(
+        best_alignment(upload.bands, tail) if short > 0 else 0.0,
+        best_alignment(upload.bands[_DAMAGED_ONSET_FRAMES:], tail[_DAMAGED_ONSET_FRAMES:]),
+    )
 
 
 def _prefix(text: str, fraction: float) -> str:

@@ -1,0 +1,46 @@
+"""Talking over the answer through a real room (bench/echo_path.py's scenario, shorter).
+
+PyAudio on the PulseAudio null sinks with a `module-loopback` from the speaker sink's
+monitor into the microphone sink (a room), the dev server behind. With echo cancellation
+(the default when it is installed), answers with no one speaking are never interrupted
+and the device's voice is never uploaded; an interjection in another voice interrupts the
+answer within 300 ms, becomes the next question and is answered in full. Half-duplex with
+barge-in by voice forced on, the same room makes the device interrupt itself: the
+canceller does the work.
+
+Not asserted for every interjection: that the dev server's fingerprint recogniser reads
+it as the exact phrase. Its first 150-250 ms overlap the device's voice and come out
+damaged (AEC3 ducks double talk); bench.echo_path measures the rate (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+from pulse import PulseServer
+
+from assistant.devserver import RunningDevServer
+from bench.echo_path import measure_room
+
+pytestmark = pytest.mark.pulse
+
+
+@pytest.mark.parametrize(("delay_ms", "gain_db"), [(20, 0.0), (60, 6.0), (120, 0.0)])
+async def test_with_echo_cancellation_only_the_user_interrupts(
+    pulse: PulseServer, server: RunningDevServer, delay_ms: int, gain_db: float
+) -> None:
+    room = await measure_room(pulse, server, delay_ms, gain_db, quiet=2, interjected=2)
+    assert room.quiet_answers == 2
+    assert room.self_interruptions == 0
+    assert room.interrupted == room.interjections == 2
+    assert room.taken == room.answered_in_full == 2
+    assert room.understood >= 1, room.misheard
+    # Every upload was a question asked: the device's own voice never was one.
+    assert len(room.misheard) <= room.interjections - room.understood
+    assert max(room.latencies_ms) <= 300, room.latencies_ms
+
+
+async def test_without_echo_cancellation_the_device_interrupts_itself(
+    pulse: PulseServer, server: RunningDevServer
+) -> None:
+    room = await measure_room(pulse, server, 60, 0.0, quiet=1, interjected=0, cancel_echo=False)
+    assert room.self_interruptions >= 1
