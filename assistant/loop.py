@@ -4,8 +4,12 @@ Its states, and which may follow which, are in assistant.states: every change go
 through the loop's StateMachine. How a question starts and ends in each trigger mode is
 `assistant.trigger`; keeping the microphone and speaker open through failures is
 `assistant.devices`; one turn is `assistant.turn`. Everything the device plays goes
-through one output sink (volume, and the timeline that keeps the device's own sounds out
-of what it hears); earcons follow the events (`assistant.earcon_player`). Buttons and
+through one output sink (volume, pause, and the timeline that keeps the device's own
+sounds out of what it hears when half-duplex); with the echo canceller
+(`assistant.audio.echo_canceller`, fed what the speaker actually played) the device hears
+the user over itself, and speech over an answer is `assistant.voice_barge_in`'s to judge.
+In wake word mode `assistant.wake_word` listens for the word while the loop waits.
+Earcons follow the events (`assistant.earcon_player`). Buttons and
 other outside controls call the `Controls` methods (assistant.controls); the kiosk page's
 talk button is a second talk button (assistant.screen_button), press-and-hold in every
 mode, and its `say` command queues announcements (assistant.announcement) that play

@@ -9,8 +9,9 @@
   waiting ─mute─▶ muted ─unmute─▶ listening (push-to-talk: idle); an answer under way ends first
   waiting (idle, listening, muted) ─announcement plays─▶ speaking ─played─▶ waiting
 
-`idle` is where push-to-talk waits for the button; hands-free waits in `listening`, so
-every "back to listening" above is "back to idle" in push-to-talk. A barge-in (the talk
+`idle` is where push-to-talk and toggle wait for the button and wake word mode for the
+word; hands-free waits in `listening`, so every "back to listening" above is "back to
+idle" in those modes. A barge-in (the talk
 button, or speech when barge-in by voice is on) during transcribing, thinking or speaking
 goes straight to `listening` with the new question already being captured. A speculative
 turn (assistant.speculation) runs behind a gate while the loop is still `listening`: its

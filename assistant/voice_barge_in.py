@@ -24,6 +24,12 @@ from assistant.audio.endpointer import (
 from assistant.audio.output_sink import OutputSink
 from assistant.events import AnswerPaused, AnswerResumed, Event
 
+ECHO_SETTLE_S = 0.25
+"""Once the answer is paused, what the room still carries of it (the output's latency, the
+room's delay up to 120 ms tested, its reverberation) has died away after this long. Only
+voice heard after that ends the answer: what the canceller left of the device's own voice
+cannot go on past it, a person asking something does."""
+
 
 class VoiceBargeIn:
     """One answer's watch for speech over it."""
@@ -62,7 +68,8 @@ class VoiceBargeIn:
                 self.resume("too_short", now)
         if self._onset is None:
             return None
-        if self._endpointer.speech_ms >= self._min_speech_ms:
+        settled = self._endpointer.last_voiced_end >= self._paused_at + ECHO_SETTLE_S
+        if settled and self._endpointer.speech_ms >= self._min_speech_ms:
             return self._onset
         if now - self._paused_at >= self._resume_after_s:
             self.resume("timeout", now)

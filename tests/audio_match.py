@@ -52,3 +52,15 @@ def first_sound_s(samples: np.ndarray, rate: int, threshold: int = 500) -> float
     """Time of the first sample louder than `threshold`, or None for silence."""
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
     return None if len(loud) == 0 else loud[0] / rate
+
+
+def peak_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
+    """Highest normalised correlation of `needle`'s waveform against any stretch of
+    `haystack` (same rate): is this very sound in there, and how intact."""
+    h = haystack.astype(np.float64)
+    n = needle.astype(np.float64)
+    if len(h) < len(n) or not n.any():
+        return 0.0
+    num = np.correlate(h, n, mode="valid")
+    energy = np.convolve(h**2, np.ones(len(n)), mode="valid")
+    return float(np.max(np.abs(num) / (np.sqrt(energy * np.dot(n, n)) + 1e-9)))

@@ -33,6 +33,7 @@ from assistant.settings import (
     LedSettings,
     Secret,
     Settings,
+    Trigger,
 )
 
 QUESTION = "What is the weather like on Mars?"
@@ -234,9 +235,9 @@ async def test_a_button_pin_in_use_is_a_config_error(
     server: RunningDevServer, mock_pins: MockFactory, tmp_path: Path, key: str, pin: int
 ) -> None:
     held = LED(pin, pin_factory=mock_pins)
-    trigger = "push_to_talk" if key == "pin" else "hands_free"
+    trigger = Trigger.PUSH_TO_TALK if key == "pin" else Trigger.HANDS_FREE
     settings = Settings(
-        assistant=AssistantSettings(trigger=trigger, state_dir=str(tmp_path)),  # type: ignore[arg-type]
+        assistant=AssistantSettings(trigger=trigger, state_dir=str(tmp_path)),
         dify=DifySettings(base_url=server.base_url, api_key=Secret("app-x")),
         button=ButtonSettings(**{key: pin}),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
+from audio_match import peak_correlation
 from audio_samples import concat, silence, speech_16k
 from gpiozero.pins.mock import MockFactory
 from pulse import PulseServer
@@ -46,18 +47,6 @@ def echo_path(pulse: PulseServer) -> Iterator[None]:
         yield
     finally:
         pulse.unload_echo_path(index)
-
-
-def _peak_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
-    """Highest normalised correlation of `needle` against any stretch of `haystack`."""
-    h = haystack.astype(np.float64)
-    n = needle.astype(np.float64)
-    if len(h) < len(n) or not n.any():
-        return 0.0
-    num = np.correlate(h, n, mode="valid")
-    energy = np.convolve(h**2, np.ones(len(n)), mode="valid")
-    den = np.sqrt(energy * np.dot(n, n)) + 1e-9
-    return float(np.max(np.abs(num) / den))
 
 
 async def _until(events: Subscription, kind: str, timeout: float = 40, **match: object) -> Event:
@@ -100,11 +89,11 @@ async def test_the_listening_beep_through_a_room_is_never_uploaded(
 
     beep = make_earcon(Earcon.LISTENING, 16_000)
     # The room carried the beep into the microphone...
-    assert _peak_correlation(mic_audio, beep) > 0.8
+    assert peak_correlation(mic_audio, beep) > 0.8
     # ...but what was uploaded holds none of it, and the question was understood.
     [(upload, rate)] = list(server.state.uploads)
     upload16 = (soxr.resample(upload, rate, 16_000) * 32767).astype(np.int16)  # float32 [-1, 1]
-    assert _peak_correlation(upload16, beep) < 0.3
+    assert peak_correlation(upload16, beep) < 0.3
     [record] = server.state.records("audio-to-text")
     assert record.details["transcript"] == QUESTION
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 import soxr
+from audio_match import peak_correlation
 from audio_samples import concat, silence, speech_16k, voiced_span
 from pulse import PulseServer
 
@@ -46,17 +47,6 @@ async def _until(events: Subscription, kind: str, timeout: float = 40, **match: 
             event = await events.get()
             if event.kind == kind and all(event.data.get(k) == v for k, v in match.items()):
                 return event
-
-
-def _peak_correlation(haystack: np.ndarray, needle: np.ndarray) -> float:
-    """Highest normalised correlation of `needle` against any stretch of `haystack`."""
-    h = haystack.astype(np.float64)
-    n = needle.astype(np.float64)
-    if len(h) < len(n) or not n.any():
-        return 0.0
-    num = np.correlate(h, n, mode="valid")
-    energy = np.convolve(h**2, np.ones(len(n)), mode="valid")
-    return float(np.max(np.abs(num) / (np.sqrt(energy * np.dot(n, n)) + 1e-9)))
 
 
 @dataclasses.dataclass
@@ -126,11 +116,11 @@ async def test_a_question_needs_the_word_and_the_word_is_not_uploaded(
     upload16 = (soxr.resample(upload, rate, 16_000) * 32767).astype(np.int16)
     first, last = voiced_span(speech_16k(QUESTION))
     voiced = speech_16k(QUESTION)[first:last]
-    assert _peak_correlation(upload16, voiced) > 0.9
+    assert peak_correlation(upload16, voiced) > 0.9
     # With its pre-roll: the first syllable is well inside the upload, not at its edge.
     onset = int(np.argmax(np.correlate(upload16.astype(np.float64), voiced[:8000], "valid")))
     assert onset >= 0.2 * 16_000
-    assert _peak_correlation(upload16, word) < 0.3
+    assert peak_correlation(upload16, word) < 0.3
     [completion] = server.state.records("completion-messages")
     assert WAKE.lower() not in str(completion.details).lower()
 

@@ -213,6 +213,11 @@ class Endpointer:
         return self._voiced_frames * self._frame_ms if self._open else 0
 
     @property
+    def last_voiced_end(self) -> float:
+        """When the open utterance's last voiced frame ended (time.monotonic())."""
+        return self._last_voiced_end if self._open else 0.0
+
+    @property
     def manual(self) -> bool:
         return self._manual
 
