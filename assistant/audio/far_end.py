@@ -42,8 +42,10 @@ class FarEnd:
         self._lock = threading.Lock()
         self._pending: deque[tuple[float, np.ndarray, int]] = deque()
         """(audible at, int16 mono samples, rate) handed over by the device, not yet read."""
-        self._stretches: deque[tuple[float, np.ndarray]] = deque()
+        self._pieces: deque[tuple[float, np.ndarray]] = deque()
         """(audible at, float32 samples at the capture rate), oldest first."""
+        self._out_t = 0.0
+        """Where the next converted piece of the running stretch starts."""
         self._resampler: soxr.ResampleStream | None = None
         self._rate = 0
         self._next_t = -1.0
@@ -59,7 +61,7 @@ class FarEnd:
     def clear(self) -> None:
         with self._lock:
             self._pending.clear()
-        self._stretches.clear()
+        self._pieces.clear()
         self._next_t = -1.0
 
     def window(self, t_start: float, n: int) -> np.ndarray:
@@ -68,8 +70,11 @@ class FarEnd:
         self._convert()
         out = np.zeros(n, dtype=np.float32)
         t_end = t_start + n / CAPTURE_RATE
-        for audible_at, samples in self._stretches:
-            if audible_at >= t_end or audible_at + len(samples) / CAPTURE_RATE <= t_start:
+        # Newest first: the block asked for is recent, so the walk stops early.
+        for audible_at, samples in reversed(self._pieces):
+            if audible_at + len(samples) / CAPTURE_RATE <= t_start:
+                break
+            if audible_at >= t_end:
                 continue
             first = round((audible_at - t_start) * CAPTURE_RATE)
             lo, hi = max(0, first), min(n, first + len(samples))
@@ -78,7 +83,9 @@ class FarEnd:
         return np.clip(out, -32768, 32767).astype(np.int16)
 
     def _convert(self) -> None:
-        """Move what the device handed over into capture-rate stretches (loop side)."""
+        """Move what the device handed over into capture-rate pieces (loop side). A period
+        that continues the stretch is placed right after the piece before it, whatever its
+        own timestamp says; each piece is kept as it came (no growing array to copy)."""
         with self._lock:
             pending, self._pending = self._pending, deque()
         for audible_at, samples, rate in pending:
@@ -90,20 +97,15 @@ class FarEnd:
             if not continuing:
                 self._resampler = soxr.ResampleStream(rate, CAPTURE_RATE, 1, dtype="float32")
                 self._rate = rate
-                self._stretches.append((audible_at, np.zeros(0, np.float32)))
+                self._out_t = audible_at
             assert self._resampler is not None
             converted = self._resampler.resample_chunk(samples.astype(np.float32))
-            start, so_far = self._stretches[-1]
-            self._stretches[-1] = (start, np.concatenate((so_far, converted)))
+            if len(converted):
+                self._pieces.append((self._out_t, converted))
+                self._out_t += len(converted) / CAPTURE_RATE
             self._next_t = (self._next_t if continuing else audible_at) + len(samples) / rate
-        while self._stretches and len(self._stretches) > 1:
-            start, samples = self._stretches[0]
-            if start + len(samples) / CAPTURE_RATE >= self._next_t - self._keep_s:
-                break
-            self._stretches.popleft()
-        if self._stretches:
-            start, samples = self._stretches[-1]
-            keep = round(self._keep_s * CAPTURE_RATE)
-            if len(samples) > keep:
-                cut = len(samples) - keep
-                self._stretches[-1] = (start + cut / CAPTURE_RATE, samples[cut:])
+        while self._pieces and (
+            self._pieces[0][0] + len(self._pieces[0][1]) / CAPTURE_RATE
+            < self._next_t - self._keep_s
+        ):
+            self._pieces.popleft()
