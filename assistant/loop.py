@@ -129,6 +129,8 @@ class VoiceLoop:
             reset_conversation=stages.completion.reset_conversation,
         )
         self._canceller = _echo_canceller(settings, sink)
+        if self._canceller is not None:
+            self._sink.on_flush = self._canceller.far_end.flushed
         echo_barge_in = self._canceller is not None and settings.echo.barge_in
         # Voice barge-in listens to the answer's time; without echo cancellation it
         # would hear the answer itself, so it is off then unless asked for.

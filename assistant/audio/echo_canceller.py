@@ -100,6 +100,11 @@ class EchoCanceller:
             self.echo_only_s += len(out) / CAPTURE_RATE
         return AudioBlock(out, block.t_start - self.lag_s)
 
+    @property
+    def far_end(self) -> FarEnd:
+        """The reference it cancels (the loop tells it when playback is cut off)."""
+        return self._far_end
+
     def reset(self) -> None:
         """Start converging afresh (after the devices were reopened: a new room path)."""
         self._aec.reset()

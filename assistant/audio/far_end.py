@@ -58,6 +58,20 @@ class FarEnd:
             while self._pending and self._pending[0][0] < audible_at - self._keep_s:
                 self._pending.popleft()
 
+    def flushed(self, now: float) -> None:
+        """Playback was cut off at `now`: what was handed over to be heard later never
+        was, and must not be cancelled from what the microphone hears."""
+        with self._lock:
+            while self._pending and self._pending[-1][0] >= now:
+                self._pending.pop()
+        self._convert()
+        while self._pieces and self._pieces[-1][0] >= now:
+            self._pieces.pop()
+        if self._pieces:
+            start, samples = self._pieces[-1]
+            self._pieces[-1] = (start, samples[: max(0, round((now - start) * CAPTURE_RATE))])
+        self._next_t = -1.0  # what plays next starts a new stretch
+
     def clear(self) -> None:
         with self._lock:
             self._pending.clear()

@@ -8,6 +8,7 @@ capture side can keep the device's own sounds out of what it hears.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,6 +24,8 @@ class OutputSink:
         self.inner = inner
         self.volume = volume
         self.timeline = timeline
+        self.on_flush: Callable[[float], None] | None = None
+        """Told when playback is cut off (the echo canceller's reference drops the rest)."""
         self._paused_since: float | None = None
         self._paused_s = 0.0
         """Time spent paused before the current pause (drain waits that much longer)."""
@@ -49,6 +52,8 @@ class OutputSink:
         self.resume()
         self.inner.flush()
         self.timeline.flushed()
+        if self.on_flush is not None:
+            self.on_flush(time.monotonic())
 
     @property
     def pausable(self) -> bool:
