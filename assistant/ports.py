@@ -30,10 +30,21 @@ class AudioBlock:
     """int16, one dimension, at CAPTURE_RATE."""
     t_start: float
     """time.monotonic() of the first sample (best estimate from the device's timing)."""
+    heard: np.ndarray | None = None
+    """What detection (the VAD, the wake word) should go by when it differs from
+    `samples`: the echo canceller's output with its blocks of nothing but the device's
+    own echo silenced. `samples` stays what is recorded and uploaded, so that the first
+    moments of a user talking over the device are kept, not zeroed with the echo. None:
+    the same as `samples`."""
 
     @property
     def duration(self) -> float:
         return len(self.samples) / CAPTURE_RATE
+
+    @property
+    def detected(self) -> np.ndarray:
+        """The samples detection goes by (`heard`, or `samples`)."""
+        return self.samples if self.heard is None else self.heard
 
 
 class DeviceError(RuntimeError):

@@ -124,7 +124,7 @@ class WakeWordDetector:
         """The word heard in this block (the first model to hear one), or None."""
         end = block.t_start + len(block.samples) / CAPTURE_RATE
         heard: WakeWordHeard | None = None
-        for features in self._features.process_streaming(block.samples.tobytes()):
+        for features in self._features.process_streaming(block.detected.tobytes()):
             for word in self._words:
                 probability = word.heard(features)
                 if probability is not None and heard is None and end >= self._quiet_until:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from audio_samples import concat, silence, speech_16k
+from audio_samples import concat, silence, speech_16k, voiced_span
 
 from assistant.audio.echo_canceller import EchoCanceller
-from assistant.audio.far_end import FarEnd
+from assistant.audio.endpointer import Endpointer, SpeechStarted
+from assistant.audio.far_end import REALIGN_S, FarEnd
 from assistant.ports import AudioBlock
+from assistant.settings import VadSettings
 
 RATE = 16_000
 ANSWER = (
@@ -86,6 +88,22 @@ def test_the_reference_forgets_what_is_long_past() -> None:
     assert far_end.window(T0 + 2.5, 1600).all()
 
 
+def test_a_new_stretch_is_realigning_for_a_moment() -> None:
+    """A stream (re)opened is timed by its own first callbacks: the canceller is told it
+    may still be finding that timing for REALIGN_S, and only then."""
+    far_end = FarEnd()
+    tone = (8000 * np.sin(np.arange(9600) * 0.3)).astype(np.int16)
+    _play(far_end, tone, 48_000, 960, T0)  # 200 ms
+    assert far_end.realigning(T0 + 0.1)
+    assert not far_end.realigning(T0 - 0.1)
+    _play(far_end, tone, 48_000, 960, T0 + 0.2)  # the same stream goes on
+    assert not far_end.realigning(T0 + REALIGN_S + 0.05)
+    far_end.flushed(T0 + 0.3)  # cut off: the next audio is a new stream
+    _play(far_end, tone, 48_000, 960, T0 + 1.0)
+    assert far_end.realigning(T0 + 1.1)
+    assert not far_end.realigning(T0 + 1.0 + REALIGN_S + 0.01)
+
+
 @pytest.mark.parametrize(
     ("delay_ms", "gain_db", "most_lost_db", "least_corr"),
     [(20, 0.0, 6.0, 0.6), (60, 0.0, 6.0, 0.6), (120, 6.0, 10.0, 0.45)],
@@ -123,3 +141,43 @@ def test_with_nothing_playing_the_microphone_passes_through() -> None:
     said = user[: len(out)].astype(np.float64)
     # Only AEC3's high-pass filter touches it.
     assert np.corrcoef(out.astype(np.float64), said)[0, 1] > 0.95
+
+
+@pytest.mark.parametrize(("delay_ms", "gain_db"), [(20, 0.0), (60, 6.0), (120, 6.0)])
+def test_echo_alone_is_silent_to_detection_and_a_user_over_it_is_not(
+    delay_ms: int, gain_db: float
+) -> None:
+    """Blocks of nothing but the device's own echo reach the VAD as digital silence (AEC3's
+    residual would pass for voice on a quiet microphone) but keep what the canceller left,
+    so that a question starting in one is recorded whole; the user's voice over the
+    answer opens an utterance soon after it starts, and nothing before it does."""
+    far = concat(speech_16k(ANSWER), silence(200))
+    user_at = 4000 * RATE // 1000
+    user = concat(silence(4000), speech_16k(USER, "en-us"), silence(len(far) * 1000 // RATE))
+    room = np.random.default_rng(5).normal(0, 30, len(far))  # a quiet room, -60 dBFS
+    mic = _room(far, delay_ms, gain_db) + user[: len(far)] + room
+    mic = np.clip(mic, -32768, 32767).astype(np.int16)
+    far_end = FarEnd()
+    canceller = EchoCanceller(far_end)
+    endpointer = Endpointer(VadSettings())
+    blocks, started = [], []
+    for i in range(0, len(mic) - 319, 320):
+        far_end.played(far[i : i + 320], RATE, T0 + i / RATE)
+        blocks.append(canceller(AudioBlock(mic[i : i + 320], T0 + i / RATE)))
+        started += [e for e in endpointer.process(blocks[-1]) if isinstance(e, SpeechStarted)]
+    # While the canceller may still be finding the stream's timing, nothing is heard.
+    assert all(b.heard is not None for b in blocks[: round(REALIGN_S * RATE) // 320])
+    echo_only = blocks[RATE // 320 : user_at // 320]  # after a second of convergence
+    silenced = [b for b in echo_only if b.heard is not None]
+    assert len(silenced) >= 0.8 * len(echo_only)
+    assert all(not b.heard.any() and b.detected is b.heard for b in silenced)
+    assert any(b.samples.any() for b in silenced)  # the residual is kept, not zeroed
+    assert canceller.echo_only_s >= len(silenced) * 0.02
+    # The user, and only the user, opens an utterance: within 400 ms of starting to talk
+    # over an answer that goes on (the loop would pause it at once).
+    assert started, "the user talking over the answer was never heard"
+    onset = T0 + (user_at + voiced_span(speech_16k(USER, "en-us"))[0]) / RATE
+    assert onset - 0.03 <= started[0].t and started[0].t_detected <= onset + 0.4, (
+        started[0].t - onset,
+        started[0].t_detected - onset,
+    )

@@ -96,6 +96,33 @@ def test_question_is_one_utterance_with_onset_and_whole_question() -> None:
     assert abs(started.t - (T0 + onset / RATE)) < 0.1
 
 
+@pytest.mark.parametrize("block_ms", [20, 30])
+def test_detection_goes_by_what_is_heard_and_the_upload_keeps_what_was_recorded(
+    block_ms: float,
+) -> None:
+    """The echo canceller hands over blocks it judged the device's own echo with a silent
+    `heard`: the VAD must not open on them, yet a question starting in them keeps them."""
+    signal, onset, end = question_signal()
+    judged_echo = onset + int(0.150 * RATE)  # the question's first 150 ms are in them
+    endpointer = Endpointer(VadSettings())
+    events: list[EndpointEvent] = []
+    for block in blocks(signal, block_ms, T0):
+        first = index_of(block.t_start)
+        if first < judged_echo:
+            heard = block.samples.copy()
+            heard[: judged_echo - first] = 0
+            block = AudioBlock(block.samples, block.t_start, heard=heard)
+        events += endpointer.process(block)
+    started = [e for e in events if isinstance(e, SpeechStarted)]
+    assert len(started) == 1
+    # Heard late (the first voiced frame is after the silenced part) ...
+    assert started[0].t >= T0 + judged_echo / RATE - 0.02
+    # ... but recorded whole: the pre-roll reaches back into what detection did not hear.
+    (utterance,) = utterances(events)
+    start = assert_is_slice_of(utterance, signal)
+    assert start <= onset and start + len(utterance.samples) >= end
+
+
 def test_question_timing_and_trimmed_tail() -> None:
     signal, _, end = question_signal()
     utterance = utterances(run(signal))[0]

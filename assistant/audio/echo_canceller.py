@@ -35,6 +35,15 @@ over the answer keeps the block within ~10 dB of what the microphone heard (thei
 is most of what is left), even with the echo 6 dB louder than them."""
 
 
+RESIDUAL_MARGIN_DB = 6.0
+"""... and so is a block no more than this above what the canceller leaves of the echo in
+such blocks (a running level): where the answer is quiet (a soft syllable, a breath)
+there is less than 20 dB to take out, and the residual is all that is left. A user's
+voice, even at a whisper's -45 dBFS, is far above AEC3's residual."""
+_RESIDUAL_WEIGHT = 0.05
+"""Per echo-only block, how far the residual level moves towards that block's level."""
+
+
 ECHO_TAIL_S = 0.3
 """How long after the reference falls silent its echo may still arrive: the room's delay
 (up to 120 ms tested) and reverberation."""
@@ -86,6 +95,8 @@ class EchoCanceller:
         a hole in the question is worse than a trace of echo in it."""
         self.echo_only_s = 0.0
         """Audio silenced as nothing but the device's own echo (for tests and benchmarks)."""
+        self._residual_db: float | None = None
+        """What the canceller leaves of the echo (running level of echo-only blocks)."""
 
     def __call__(self, block: AudioBlock) -> AudioBlock:
         # Blocks are whole periods (multiples of AEC3's 10 ms frames at the usual 10, 20
@@ -94,11 +105,22 @@ class EchoCanceller:
         out = self._aec.process(block.samples, far)
         if far.any():
             self._echo_until = block.t_start + block.duration + ECHO_TAIL_S
-        echoing = block.t_start < self._echo_until and not self.user_talking
-        if echoing and _level_db(out) - _level_db(block.samples) <= ECHO_ONLY_DB:
-            out = np.zeros_like(out)
-            self.echo_only_s += len(out) / CAPTURE_RATE
-        return AudioBlock(out, block.t_start - self.lag_s)
+        t_out = block.t_start - self.lag_s
+        if block.t_start >= self._echo_until or self.user_talking:
+            return AudioBlock(out, t_out)
+        left_db = _level_db(out)
+        if self._far_end.realigning(block.t_start):
+            pass  # echo the canceller has not yet found in this stream, as far as it knows
+        elif left_db - _level_db(block.samples) <= ECHO_ONLY_DB:
+            if self._residual_db is None:
+                self._residual_db = left_db
+            self._residual_db += _RESIDUAL_WEIGHT * (left_db - self._residual_db)
+        elif self._residual_db is None or left_db > self._residual_db + RESIDUAL_MARGIN_DB:
+            return AudioBlock(out, t_out)
+        # Silent to detection only: should the user's first sound be in it (AEC3 ducks
+        # the onset of double talk hard), the pre-roll still holds it.
+        self.echo_only_s += len(out) / CAPTURE_RATE
+        return AudioBlock(out, t_out, heard=np.zeros_like(out))
 
     @property
     def far_end(self) -> FarEnd:
@@ -109,3 +131,4 @@ class EchoCanceller:
         """Start converging afresh (after the devices were reopened: a new room path)."""
         self._aec.reset()
         self._far_end.clear()
+        self._residual_db = None

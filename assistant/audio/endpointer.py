@@ -233,6 +233,7 @@ class Endpointer:
         self._ring.clear()
         self._window: deque[bool] = deque(maxlen=self._window_frames)
         self._remainder = np.zeros(0, dtype=np.int16)
+        self._remainder_heard = self._remainder
         self._remainder_t = 0.0
         self._open = False
         self._manual = False
@@ -254,21 +255,22 @@ class Endpointer:
 
     def process(self, block: AudioBlock) -> list[EndpointEvent]:
         """Classify the whole frames this block completes; keep the rest for next time."""
-        samples = block.samples
+        samples, heard = block.samples, block.detected
         held = len(self._remainder)
         if held:
             samples = np.concatenate((self._remainder, samples))
+            heard = np.concatenate((self._remainder_heard, heard))
         whole = len(samples) // self._frame_len
         events: list[EndpointEvent] = []
         for i in range(whole):
             offset = i * self._frame_len
-            frame = samples[offset : offset + self._frame_len]
+            span = slice(offset, offset + self._frame_len)
             # Only the first frame can straddle the previous block.
             if offset < held:
                 t = self._remainder_t + offset / SAMPLE_RATE
             else:
                 t = block.t_start + (offset - held) / SAMPLE_RATE
-            event = self._frame(frame, t)
+            event = self._frame(samples[span], heard[span], t)
             if event is not None:
                 events.append(event)
         rest = whole * self._frame_len
@@ -277,6 +279,7 @@ class Endpointer:
         elif rest < len(samples):
             self._remainder_t = block.t_start + (rest - held) / SAMPLE_RATE
         self._remainder = samples[rest:].copy()
+        self._remainder_heard = heard[rest:].copy()
         return events
 
     def begin_manual(self, t: float) -> None:
@@ -306,7 +309,7 @@ class Endpointer:
 
     def flush(self, t: float) -> list[EndpointEvent]:
         """End of input: close an open utterance as if its hangover had elapsed."""
-        self._remainder = np.zeros(0, dtype=np.int16)
+        self._remainder = self._remainder_heard = np.zeros(0, dtype=np.int16)
         if not self._open:
             return []
         t_end = t if self._manual else self._last_voiced_end
@@ -321,21 +324,23 @@ class Endpointer:
         if self._warmup_left:
             self._warmup_left -= 1
             speech = False
+        # Digital silence (what the self-sound gate or the echo canceller put in place of
+        # the device's own sound, a padded block), whole or in part, is not the room: it
+        # must not pull the floor down, or the room's own noise after it would pass for
+        # speech (webrtcvad, having heard nothing, calls it speech) and, voiced, never
+        # lift the floor again.
+        gated = np.count_nonzero(frame == 0) > len(frame) * _GATED_FRACTION
         if self._floor_db is None:
             self._floor_db = level_db
         voiced = speech and level_db > self._floor_db + ENERGY_MARGIN_DB
-        # Digital silence (what the self-sound gate put in place of the device's own
-        # sound, a padded block), whole or in part, is not the room: it must not pull the
-        # floor down, or the room's own noise after it would pass for speech (webrtcvad,
-        # having heard nothing, calls it speech) and, voiced, never lift the floor again.
-        gated = np.count_nonzero(frame == 0) > len(frame) * _GATED_FRACTION
         if not voiced and not gated:
             weight = _FLOOR_RISE if level_db > self._floor_db else _FLOOR_FALL
             self._floor_db += weight * (level_db - self._floor_db)
         return voiced
 
-    def _frame(self, frame: np.ndarray, t: float) -> EndpointEvent | None:
-        voiced = self._is_voiced(frame)
+    def _frame(self, frame: np.ndarray, heard: np.ndarray, t: float) -> EndpointEvent | None:
+        """`frame` is kept (pre-roll, utterance); `heard` is what the VAD goes by."""
+        voiced = self._is_voiced(heard)
         t_end = t + self._frame_s
         if self._open:
             self._append(frame, t, voiced)

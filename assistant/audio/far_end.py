@@ -34,6 +34,14 @@ period that is this far off where the stretch says it should be (the stream was 
 restarted, paused by the device, or drifted) starts a new stretch at its own time."""
 
 
+REALIGN_S = 0.3
+"""A new stretch (a stream opened, or reopened after a flush or while idle) is timed by its
+own first callbacks, a few ms off the last one (±7 ms measured on PulseAudio): AEC3 then
+needs ~100 ms of echo to find the room's delay again, and lets that echo through
+meanwhile. This long from the stretch's start covers the room's delay (120 ms tested) and
+that re-convergence."""
+
+
 class FarEnd:
     """Periods as played, with when each became audible; read back at the capture rate."""
 
@@ -50,6 +58,8 @@ class FarEnd:
         self._rate = 0
         self._next_t = -1.0
         """When the last converted period ended: where a continuing period starts."""
+        self._stretch_t = -1.0
+        """When the running stretch became audible."""
 
     def played(self, samples: np.ndarray, rate: int, audible_at: float) -> None:
         """Device thread: `samples` (int16 mono at `rate`) are heard from `audible_at`."""
@@ -77,6 +87,12 @@ class FarEnd:
             self._pending.clear()
         self._pieces.clear()
         self._next_t = -1.0
+
+    def realigning(self, t: float) -> bool:
+        """Whether `t` is within REALIGN_S of the start of the stretch playing then: the
+        canceller may still be finding this stream's timing."""
+        self._convert()
+        return 0.0 <= t - self._stretch_t < REALIGN_S
 
     def window(self, t_start: float, n: int) -> np.ndarray:
         """The reference for `n` capture-rate samples from `t_start`: int16, silence where
@@ -111,7 +127,7 @@ class FarEnd:
             if not continuing:
                 self._resampler = soxr.ResampleStream(rate, CAPTURE_RATE, 1, dtype="float32")
                 self._rate = rate
-                self._out_t = audible_at
+                self._out_t = self._stretch_t = audible_at
             assert self._resampler is not None
             converted = self._resampler.resample_chunk(samples.astype(np.float32))
             if len(converted):

@@ -74,6 +74,11 @@ _DAMAGED_ONSET_FRAMES = 25
 (what is left of the echo, the canceller ducking double talk): a whole-length upload
 whose rest matches the phrase's rest is that phrase. A real recogniser copes with this
 by language; a fingerprint has to be told."""
+_ONSET_MARGIN = 0.05
+"""An upload shorter than a phrase reads as the whole phrase with its onset lost or damaged
+(rather than as the phrase cut off at the end) when that comparison beats the cut-off
+reading by this much: leaving the first frames out flatters any comparison a little, so
+a true cut-off still reads as one."""
 _PREFIX_PENALTY = 0.03
 """A whole-phrase match beats an equally good match with the start of a longer phrase."""
 PAUSE_MS = 150
@@ -255,8 +260,10 @@ def _match_one(upload: Fingerprint, phrases: Mapping[str, Fingerprint]) -> Recog
             continue
         score = best_alignment(upload.bands, reference)
         fraction = 1.0 if ratio >= _FULL_RATIO else ratio
-        if score < _MATCH_SCORE and (rest := _onset_spared(upload, reference)) >= _MATCH_SCORE:
-            score, fraction = rest, 1.0
+        if score < _MATCH_SCORE or fraction < 1.0:
+            rest = _onset_spared(upload, reference)
+            if rest >= _MATCH_SCORE and (score < _MATCH_SCORE or rest >= score + _ONSET_MARGIN):
+                score, fraction = rest, 1.0
         if score < _MATCH_SCORE:
             continue
         rank = score - (_PREFIX_PENALTY if fraction < 1.0 else 0.0)
@@ -275,7 +282,7 @@ def _onset_spared(upload: Fingerprint, reference: np.ndarray) -> float:
     comparison: lost (an upload up to _LOST_ONSET_FRAMES short, lined up at the end) or
     damaged (its first _DAMAGED_ONSET_FRAMES). 0 when it is no whole-length candidate."""
     short = len(reference) - upload.frames
-    if short > _LOST_ONSET_FRAMES or upload.frames <= 3 * _DAMAGED_ONSET_FRAMES:
+    if short > _LOST_ONSET_FRAMES or upload.frames - _DAMAGED_ONSET_FRAMES < _MIN_PREFIX_FRAMES:
         return 0.0
     tail = reference[max(0, short) :]
     return max(
