@@ -30,7 +30,7 @@ LIBRARY = "pywebrtc_audio"
 ECHO_ONLY_DB = -20.0
 """While the device plays, a block the canceller took this much or more out of was its
 own echo and nothing else: AEC3 leaves a residual 30 to 50 dB down, which a VAD on a
-quiet microphone still calls voice. Such a block becomes digital silence. A user talking
+quiet microphone still calls voice. Such a block is silence to detection. A user talking
 over the answer keeps the block within ~10 dB of what the microphone heard (their voice
 is most of what is left), even with the echo 6 dB louder than them."""
 
@@ -106,21 +106,25 @@ class EchoCanceller:
         if far.any():
             self._echo_until = block.t_start + block.duration + ECHO_TAIL_S
         t_out = block.t_start - self.lag_s
-        if block.t_start >= self._echo_until or self.user_talking:
+        echoing = block.t_start < self._echo_until and not self.user_talking
+        if not echoing or not self._echo_only(block.samples, out, block.t_start):
             return AudioBlock(out, t_out)
+        # Silent to detection only: should the user's first sound be in it (AEC3 ducks
+        # the onset of double talk hard), the recording still holds it.
+        self.echo_only_s += len(out) / CAPTURE_RATE
+        return AudioBlock(out, t_out, heard=np.zeros_like(out))
+
+    def _echo_only(self, near: np.ndarray, out: np.ndarray, t: float) -> bool:
+        """Whether a block heard while the device played holds nothing but its echo."""
+        if self._far_end.realigning(t):
+            return True  # echo the canceller may not have found in this stream yet
         left_db = _level_db(out)
-        if self._far_end.realigning(block.t_start):
-            pass  # echo the canceller has not yet found in this stream, as far as it knows
-        elif left_db - _level_db(block.samples) <= ECHO_ONLY_DB:
+        if left_db - _level_db(near) <= ECHO_ONLY_DB:
             if self._residual_db is None:
                 self._residual_db = left_db
             self._residual_db += _RESIDUAL_WEIGHT * (left_db - self._residual_db)
-        elif self._residual_db is None or left_db > self._residual_db + RESIDUAL_MARGIN_DB:
-            return AudioBlock(out, t_out)
-        # Silent to detection only: should the user's first sound be in it (AEC3 ducks
-        # the onset of double talk hard), the pre-roll still holds it.
-        self.echo_only_s += len(out) / CAPTURE_RATE
-        return AudioBlock(out, t_out, heard=np.zeros_like(out))
+            return True
+        return self._residual_db is not None and left_db <= self._residual_db + RESIDUAL_MARGIN_DB
 
     @property
     def far_end(self) -> FarEnd:
