@@ -8,9 +8,11 @@ answer within 300 ms, becomes the next question and is answered in full. Half-du
 barge-in by voice forced on, the same room makes the device interrupt itself: the
 canceller does the work.
 
-Not asserted for every interjection: that the dev server's fingerprint recogniser reads
-it as the exact phrase. Its first 150-250 ms overlap the device's voice and come out
-damaged (AEC3 ducks double talk); bench.echo_path measures the rate (bench/RESULTS.md).
+In the room as loud as the user (20 ms), every interjection is also transcribed as the
+question that was asked. In the 120 ms room with the echo 6 dB louder than the user, its
+first 100-300 ms overlap the device's voice and come out ducked by AEC3, and the dev
+server's fingerprint recogniser misreads some (8 of 10 read right in bench.echo_path,
+bench/RESULTS.md): there only the device's own voice is asserted never to be uploaded.
 """
 
 from __future__ import annotations
@@ -24,9 +26,15 @@ from bench.echo_path import measure_room
 pytestmark = pytest.mark.pulse
 
 
-@pytest.mark.parametrize(("delay_ms", "gain_db"), [(20, 0.0), (120, 6.0)])
+@pytest.mark.parametrize(
+    ("delay_ms", "gain_db", "all_understood"), [(20, 0.0, True), (120, 6.0, False)]
+)
 async def test_with_echo_cancellation_only_the_user_interrupts(
-    pulse: PulseServer, server: RunningDevServer, delay_ms: int, gain_db: float
+    pulse: PulseServer,
+    server: RunningDevServer,
+    delay_ms: int,
+    gain_db: float,
+    all_understood: bool,
 ) -> None:
     room = await measure_room(pulse, server, delay_ms, gain_db, quiet=1, interjected=2)
     assert room.quiet_answers == 1
@@ -36,6 +44,8 @@ async def test_with_echo_cancellation_only_the_user_interrupts(
     # Every upload was a question asked: the device's own voice never was one (what the
     # recogniser misreads are the interjections themselves, see the module's docstring).
     assert len(room.misheard) <= room.interjections - room.understood
+    if all_understood:
+        assert room.understood == room.interjections, room.misheard
     assert max(room.latencies_ms) <= 300, room.latencies_ms
 
 
