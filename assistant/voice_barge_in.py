@@ -30,6 +30,12 @@ room's delay up to 120 ms tested, its reverberation) has died away after this lo
 voice heard after that ends the answer: what the canceller left of the device's own voice
 cannot go on past it, a person asking something does."""
 
+SPEECH_GAP_MS = 200
+"""Voice heard before the echo settled that is followed by at least this much silence
+before the speech that ends the answer is not part of the question: the canceller letting
+a moment of the answer through (what paused it), or a word under the answer. The question
+is uploaded from the speech after that gap, with its pre-roll."""
+
 
 class VoiceBargeIn:
     """One answer's watch for speech over it."""
@@ -68,9 +74,11 @@ class VoiceBargeIn:
                 self.resume("too_short", now)
         if self._onset is None:
             return None
-        settled = self._endpointer.last_voiced_end >= self._paused_at + ECHO_SETTLE_S
-        if settled and self._endpointer.speech_ms >= self._min_speech_ms:
-            return self._onset
+        settled_at = self._paused_at + ECHO_SETTLE_S
+        if self._endpointer.last_voiced_end >= settled_at:
+            self._endpointer.drop_speech_before(settled_at, SPEECH_GAP_MS)
+            if self._endpointer.speech_ms >= self._min_speech_ms:
+                return self._onset
         if now - self._paused_at >= self._resume_after_s:
             self.resume("timeout", now)
             self._endpointer.reset()  # that sound is no question: a new voice starts afresh

@@ -123,6 +123,38 @@ def test_detection_goes_by_what_is_heard_and_the_upload_keeps_what_was_recorded(
     assert start <= onset and start + len(utterance.samples) >= end
 
 
+@pytest.mark.parametrize(("gap_ms", "dropped"), [(400, True), (120, False)])
+def test_voice_before_a_gap_can_be_dropped_from_the_open_utterance(
+    gap_ms: int, dropped: bool
+) -> None:
+    """What opened the utterance (a moment of the answer the canceller let through) is
+    dropped when the question came after a gap; the question keeps its pre-roll."""
+    question = speech_16k(QUESTION)
+    onset, _ = voiced_span(question)
+    burst = question[onset : onset + int(0.2 * RATE)]  # 200 ms of voice
+    signal = concat(silence(500), burst, silence(gap_ms), question, silence(1500))
+    question_at = len(silence(500)) + len(burst) + len(silence(gap_ms)) + onset
+    endpointer = Endpointer(VadSettings())
+    events: list[EndpointEvent] = []
+    new_start = None
+    for block in blocks(signal, 20, T0):
+        events += endpointer.process(block)
+        if new_start is None and index_of(block.t_start) >= question_at + int(0.4 * RATE):
+            burst_end = T0 + (len(silence(500)) + len(burst)) / RATE
+            new_start = endpointer.drop_speech_before(burst_end + 0.05, gap_ms=200)
+            assert endpointer.drop_speech_before(burst_end + 0.05, gap_ms=200) is None
+    events += endpointer.flush(T0 + len(signal) / RATE)
+    assert kinds(events) == ["SpeechStarted", "UtteranceEnded"]
+    (utterance,) = utterances(events)
+    start = assert_is_slice_of(utterance, signal)
+    if dropped:
+        assert new_start == utterance.t_start
+        assert len(silence(500)) + len(burst) <= start <= question_at - int(0.15 * RATE)
+    else:
+        assert new_start is None
+        assert start <= len(silence(500))
+
+
 def test_question_timing_and_trimmed_tail() -> None:
     signal, _, end = question_signal()
     utterance = utterances(run(signal))[0]

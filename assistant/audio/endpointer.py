@@ -199,6 +199,7 @@ class Endpointer:
         # Room for the cap plus a whole pre-roll ring, which is copied in at once.
         capacity = self._max_frames + self._ring.capacity
         self._buffer = np.zeros(capacity * self._frame_len, dtype=np.int16)
+        self._buffer_voiced = np.zeros(capacity, dtype=bool)
         self.reset()
 
     # ------------------------------------------------------------ public API
@@ -307,6 +308,32 @@ class Endpointer:
             return None
         return self._finish(EndReason.MANUAL, t_detected=t, t_speech_end=t)
 
+    def drop_speech_before(self, t: float, gap_ms: int) -> float | None:
+        """Drop from the open utterance the voice that ended before `t` and was followed by
+        at least `gap_ms` of unvoiced audio: it then starts with the pre-roll of the voice
+        after that gap (never reaching back into what was dropped). Returns when the
+        utterance now starts, or None when nothing was dropped."""
+        if not self._open or self._manual:
+            return None
+        gap = math.ceil(gap_ms / self._frame_ms)
+        voiced = np.flatnonzero(self._buffer_voiced[: self._frames])
+        gaps = np.flatnonzero(np.diff(voiced) > gap)  # voiced[k] then voiced[k + 1]
+        ended_before = self._t_start + (voiced[gaps] + 1) * self._frame_s <= t
+        gaps = gaps[ended_before]
+        if len(gaps) == 0:
+            return None
+        last, after = int(voiced[gaps[-1]]), int(voiced[gaps[-1] + 1])
+        begin = max(last + 1, after - self._preroll_frames)
+        length = self._frames - begin
+        size = self._frame_len
+        self._buffer[: length * size] = self._buffer[begin * size : self._frames * size].copy()
+        self._buffer_voiced[:length] = self._buffer_voiced[begin : self._frames].copy()
+        self._frames = length
+        self._t_start += begin * self._frame_s
+        self._voiced_frames = int(np.count_nonzero(self._buffer_voiced[:length]))
+        self._last_voiced -= begin
+        return self._t_start
+
     def flush(self, t: float) -> list[EndpointEvent]:
         """End of input: close an open utterance as if its hangover had elapsed."""
         self._remainder = self._remainder_heard = np.zeros(0, dtype=np.int16)
@@ -409,6 +436,7 @@ class Endpointer:
             self._t_start = t
         start = self._frames * self._frame_len
         self._buffer[start : start + self._frame_len] = frame
+        self._buffer_voiced[self._frames] = voiced
         self._frames += 1
         if voiced:
             self._voiced_frames += 1
