@@ -104,33 +104,75 @@ class Room:
     cpu_per_s: float
 
 
-def measure(delay_ms: int, gain_db: float) -> Room:
-    answer = speech(ANSWER, "en")
-    user_voice = speech(USER, "en+m3")
+@dataclass(frozen=True)
+class Scene:
+    """One room's signals: the answer playing, the user's question USER_AT_S in, the echo."""
+
+    answer_len: int
+    far: np.ndarray
+    user: np.ndarray
+    echo: np.ndarray
+    at: int
+    """Where the user's voice starts."""
+    said: int
+    """How long it is (samples)."""
+
+
+def scene(delay_ms: int, gain_db: float, answer: np.ndarray, user_voice: np.ndarray) -> Scene:
     n = len(answer) + RATE
     far = np.concatenate([answer, np.zeros(n - len(answer))])
     user = np.zeros(n)
     at = int(USER_AT_S * RATE)
     user[at : at + len(user_voice)] = user_voice[: n - at]
-    echo = room(far, delay_ms, gain_db)
+    return Scene(len(answer), far, user, room(far, delay_ms, gain_db), at, len(user_voice))
 
-    alone, cpu = cancel(np.clip(echo, -32768, 32767), far)
-    both, _ = cancel(np.clip(echo + user, -32768, 32767), far)
+
+@dataclass(frozen=True)
+class DoubleTalk:
+    """A canceller's output scored against the scene: echo removed, the user's voice kept."""
+
+    erle_db: float
+    user_kept_db: float
+    corr_onset: float
+    corr_rest: float
+    span: slice
+    """The user's voice (within the output)."""
+    seconds: float
+    """Length of the output."""
+
+
+def double_talk(s: Scene, alone: np.ndarray, both: np.ndarray) -> DoubleTalk:
+    """`alone`: the output with no one talking; `both`: with the user over the answer."""
     m = len(alone)
-    erle = power_db(echo[RATE:m]) - power_db(alone[RATE:m])
-    span = slice(at, min(m, at + len(user_voice)))
-    onset = slice(at, at + RATE // 4)
-    rest = slice(at + RATE // 4, span.stop)
-    half = gate(np.clip(echo + user, -32768, 32767), len(answer))
+    span = slice(s.at, min(m, s.at + s.said))
+    onset = slice(s.at, s.at + RATE // 4)
+    rest = slice(s.at + RATE // 4, span.stop)
+    return DoubleTalk(
+        round(power_db(s.echo[RATE:m]) - power_db(alone[RATE:m]), 1),
+        round(power_db(both[span]) - power_db(s.user[span]), 1),
+        round(float(np.corrcoef(both[onset], s.user[onset])[0, 1]), 2),
+        round(float(np.corrcoef(both[rest], s.user[rest])[0, 1]), 2),
+        span,
+        m / RATE,
+    )
+
+
+def measure(delay_ms: int, gain_db: float) -> Room:
+    s = scene(delay_ms, gain_db, speech(ANSWER, "en"), speech(USER, "en+m3"))
+    alone, cpu = cancel(np.clip(s.echo, -32768, 32767), s.far)
+    both, _ = cancel(np.clip(s.echo + s.user, -32768, 32767), s.far)
+    scored = double_talk(s, alone, both)
+    half = gate(np.clip(s.echo + s.user, -32768, 32767), s.answer_len)
+    span = scored.span
     return Room(
         delay_ms,
         gain_db,
-        round(erle, 1),
-        round(power_db(both[span]) - power_db(user[span]), 1),
-        round(float(np.corrcoef(both[onset], user[onset])[0, 1]), 2),
-        round(float(np.corrcoef(both[rest], user[rest])[0, 1]), 2),
-        round(power_db(half[span]) - power_db(user[span]), 1),
-        cpu / (m / RATE),
+        scored.erle_db,
+        scored.user_kept_db,
+        scored.corr_onset,
+        scored.corr_rest,
+        round(power_db(half[span]) - power_db(s.user[span]), 1),
+        cpu / scored.seconds,
     )
 
 

@@ -46,7 +46,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bench.aec import ANSWER, BLOCK, RATE, USER, USER_AT_S, power_db, room, speech
+from bench.aec import ANSWER, BLOCK, RATE, USER, double_talk, scene, speech
 
 REPO = Path(__file__).resolve().parent.parent
 LIVEKIT_PYTHON = Path("/work/aecvenv/bin/python")
@@ -165,6 +165,11 @@ def _speex_version() -> str:
     return "libspeexdsp"
 
 
+def _package(name: str) -> Callable[[], str]:
+    """The installed version of a PyPI package, read when asked (in the child that has it)."""
+    return lambda: f"{name} {importlib.metadata.version(name)}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     name: str
@@ -178,24 +183,19 @@ class Candidate:
 CANDIDATES = {
     c.name: c
     for c in (
-        Candidate(
-            "pywebrtc",
-            "pywebrtc-audio AEC3",
-            WebRtcAec3,
-            lambda: f"pywebrtc-audio {importlib.metadata.version('pywebrtc-audio')}",
-        ),
+        Candidate("pywebrtc", "pywebrtc-audio AEC3", WebRtcAec3, _package("pywebrtc-audio")),
         Candidate(
             "livekit",
             "livekit APM (AEC3)",
             lambda: LiveKitApm(noise_suppression=False),
-            lambda: f"livekit {importlib.metadata.version('livekit')}",
+            _package("livekit"),
             livekit=True,
         ),
         Candidate(
             "livekit-ns",
             "livekit APM (AEC3 + NS)",
             lambda: LiveKitApm(noise_suppression=True),
-            lambda: f"livekit {importlib.metadata.version('livekit')}",
+            _package("livekit"),
             livekit=True,
         ),
         Candidate("speex", "SpeexDSP MDF", lambda: SpeexMdf(False), _speex_version),
@@ -242,30 +242,18 @@ def processing_lag(make: Callable[[], Canceller]) -> int:
 
 
 def measure(make: Callable[[], Canceller], lag: int, delay_ms: int, gain_db: float) -> Room:
-    answer, user_voice = voices()
-    n = len(answer) + RATE
-    far = np.concatenate([answer, np.zeros(n - len(answer))])
-    user = np.zeros(n)
-    at = int(USER_AT_S * RATE)
-    user[at : at + len(user_voice)] = user_voice[: n - at]
-    echo = room(far, delay_ms, gain_db)
-
-    alone, cpu = through(make(), echo, far)
-    both, _ = through(make(), echo + user, far)
-    alone, both = alone[lag:], both[lag:]
-    m = len(alone)
-    erle = power_db(echo[RATE:m]) - power_db(alone[RATE:m])
-    span = slice(at, min(m, at + len(user_voice)))
-    onset = slice(at, at + RATE // 4)
-    rest = slice(at + RATE // 4, span.stop)
+    s = scene(delay_ms, gain_db, *voices())
+    alone, cpu = through(make(), s.echo, s.far)
+    both, _ = through(make(), s.echo + s.user, s.far)
+    scored = double_talk(s, alone[lag:], both[lag:])
     return Room(
         delay_ms,
         gain_db,
-        round(erle, 1),
-        round(power_db(both[span]) - power_db(user[span]), 1),
-        round(float(np.corrcoef(both[onset], user[onset])[0, 1]), 2),
-        round(float(np.corrcoef(both[rest], user[rest])[0, 1]), 2),
-        cpu / (m / RATE),
+        scored.erle_db,
+        scored.user_kept_db,
+        scored.corr_onset,
+        scored.corr_rest,
+        cpu / scored.seconds,
     )
 
 
@@ -285,6 +273,8 @@ def run_candidate(name: str) -> dict:
 
 
 def vm_rss_mb() -> float:
+    """This process's VmRSS in MB (bench.idle.memory_mb's, but importable in livekit's venv,
+    which has not the dev server's dependencies bench.idle brings)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
