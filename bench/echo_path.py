@@ -180,7 +180,8 @@ class Session:
         barge_ins = self.since(mark, "barge_in", by="voice")
         paused = self.since(mark, "answer_paused")
         if not barge_ins:
-            await self.until("marks", 60, turn=self.turn)
+            if not self.since(mark, "marks", turn=self.turn):  # else it went by meanwhile
+                await self.until("marks", 60, turn=self.turn)
             await self.settled()
             self.turn = max(e.data.get("turn", 0) for e in self.seen if e.kind == "marks")
             return

@@ -9,8 +9,18 @@ from assistant.ports import CAPTURE_RATE, AudioBlock
 
 _RESYNC_S = 0.1
 """A block timestamp this far off the running timeline restarts it."""
-_DRIFT_GAIN = 0.02
-"""How fast the timeline follows late timestamps: slow enough to average out GIL waits."""
+_ENVELOPE_S = 2.0
+"""The timeline is steered by the least late of the callbacks' timestamps over this long:
+their noise is lateness (the callback waits for the GIL before it reads the clock), so
+the earliest of a hundred is near where the samples really were."""
+SLEW_S_PER_S = 0.0001
+"""... at most this fast (0.1 ms per second): otherwise the timeline counts samples. The
+echo canceller looks up the speaker's reference (itself counted in samples) by these
+timestamps, so any move is a change in the room's delay as it sees it, and it lets echo
+through while it re-finds it. In a busy process even the least late of half a second's
+timestamps wanders by a few ms (measured on PulseAudio): following it faster, or snapping
+to an early one, moved the delay the canceller saw by several ms, and each move let echo
+through. Steered this slowly, a first timestamp a few ms off is right within a minute."""
 _RESAMPLE_QUALITY = "LQ"
 """soxr's 16-bit recipe: ample for speech, and its output lags ~15 ms less than HQ's."""
 
@@ -32,6 +42,11 @@ class ToCaptureRate:
         self._out_count = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._t_next: float | None = None
+        self._least_late = float("inf")
+        """The least lateness of a callback's timestamp in the running envelope window."""
+        self._window_frames = 0
+        self._slew = 0.0
+        """Seconds per frame the timeline is being moved by (set once per window)."""
         self.reset()
 
     def reset(self) -> None:
@@ -44,20 +59,28 @@ class ToCaptureRate:
         self._out_count = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._t_next = None
+        self._least_late = float("inf")
+        self._window_frames = 0
+        self._slew = 0.0
 
     def _smooth(self, measured: float, frames: int) -> float:
-        """A steady timeline through noisy callback timestamps.
-
-        The noise is mostly lateness (the callback waits for the GIL before it
-        reads the clock), so an earlier-than-predicted time is believed at
-        once, a later one only slowly (that is clock drift), and a large jump
-        (a stall, lost samples) restarts the timeline.
-        """
-        predicted = self._t_next
-        if predicted is None or abs(measured - predicted) > _RESYNC_S or measured < predicted:
+        """A steady timeline through noisy callback timestamps: sample-counted, steered
+        slowly (SLEW_S_PER_S at most) towards the least late timestamps of each
+        `_ENVELOPE_S`; a large jump (a stall, lost samples) restarts it."""
+        t = self._t_next
+        if t is None or abs(measured - t) > _RESYNC_S:
+            self._least_late, self._window_frames, self._slew = float("inf"), 0, 0.0
             t = measured
         else:
-            t = predicted + (measured - predicted) * _DRIFT_GAIN
+            self._least_late = min(self._least_late, measured - t)
+            self._window_frames += frames
+            if self._window_frames >= _ENVELOPE_S * self._rate:
+                # Spread the correction over the next window, no faster than the slew limit.
+                most = SLEW_S_PER_S * self._window_frames / self._rate
+                step = min(most, max(-most, self._least_late))
+                self._slew = step / self._window_frames
+                self._least_late, self._window_frames = float("inf"), 0
+            t += self._slew * frames
         self._t_next = t + frames / self._rate
         return t
 

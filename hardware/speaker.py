@@ -7,12 +7,17 @@ blocking PortAudio call runs in a worker thread (`hardware.pyaudio_support`).
 The stream lives only while there is something to play. After `IDLE_CLOSE_S`
 of an empty ring it is closed, so an idle assistant pays for no output
 callbacks; `prepare()` (speech has begun) or the next `play()` opens a new one,
-which takes a few milliseconds. `flush()` closes it at once: closing a running
-stream aborts it, which discards what PortAudio and the sound server still
-hold, so a barge-in is silent within a few milliseconds instead of the stream's
-two periods of output latency. A closed stream is never restarted: opening a
-new one is what checks that the device is still there (see the PortAudio trap
-in `hardware.pyaudio_support`).
+which takes a few milliseconds. `flush()` with sound still on its way closes it
+at once: closing a running stream aborts it, which discards what PortAudio and
+the sound server still hold, so a barge-in is silent within a few milliseconds
+instead of the stream's two periods of output latency. A closed stream is never
+restarted: opening a new one is what checks that the device is still there (see
+the PortAudio trap in `hardware.pyaudio_support`).
+
+While monitored (the echo canceller's reference) the stream is kept through idle
+spells and through flushes with nothing audible in flight (a paused answer): each
+new stream's first callbacks time it a few milliseconds differently from the last,
+and the canceller lets echo through while it re-finds the room's delay.
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ class Speaker:
         self._underflow_log = RateLimitedLog("speaker %r: device underflow (%d so far)")
         self._listener: PlayedListener | None = None
         self._paused = False
+        self._sound_until = 0.0
+        """time.monotonic() until which what was handed to PortAudio is still to be heard
+        (set by the callback for periods with queued samples; silence does not count)."""
 
     @property
     def sample_rate(self) -> int:
@@ -139,7 +147,8 @@ class Speaker:
 
     def monitor(self, listener: PlayedListener | None) -> None:
         """Hand each period to `listener` as it goes to PortAudio, timed by when it is
-        heard (PortAudio's DAC time for it, else the stream's output latency)."""
+        heard (PortAudio's DAC time for it, else the stream's output latency). While a
+        listener is set, the stream stays open when idle (see the module's docstring)."""
         self._listener = listener
 
     def pause(self) -> None:
@@ -203,7 +212,10 @@ class Speaker:
         self.resume()  # what comes next plays at once
         if self._queue is not None:
             dropped = self._queue.flush()
-            self._retire_stream()
+            # Nothing audible in flight (paused, or done): the stream is already silent,
+            # and keeping it keeps its timing.
+            if time.monotonic() < self._sound_until:
+                self._retire_stream()
             _LOG.debug("speaker flushed %d queued samples", dropped)
 
     async def drain(self, timeout: float) -> None:
@@ -385,16 +397,22 @@ class Speaker:
                 if len(self._period_buf) == frame_count
                 else np.empty(frame_count, np.int16)
             )
+            heard_after = self._heard_after(time_info)
             if queue.pull(buf):
                 self._dry_frames = 0
                 self._idle_noted = False
+                self._sound_until = now + heard_after + frame_count / opened.rate
             else:
                 self._dry_frames += frame_count
-                if self._dry_frames >= self._idle_frames and not self._idle_noted:
+                if (
+                    self._dry_frames >= self._idle_frames
+                    and not self._idle_noted
+                    and self._listener is None
+                ):
                     self._idle_noted = True
                     loop.call_soon_threadsafe(self._on_idle, opened)
             if (listener := self._listener) is not None:
-                listener(buf, opened.rate, now + self._heard_after(time_info))
+                listener(buf, opened.rate, now + heard_after)
             if opened.channels == 1:
                 return buf.tobytes(), pyaudio.paContinue
             return np.repeat(buf, opened.channels).tobytes(), pyaudio.paContinue

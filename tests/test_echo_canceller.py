@@ -104,6 +104,28 @@ def test_a_new_stretch_is_realigning_for_a_moment() -> None:
     assert not far_end.realigning(T0 + 1.0 + REALIGN_S + 0.01)
 
 
+def test_a_flush_with_nothing_audible_to_come_keeps_the_stretch() -> None:
+    """A paused answer flushed: the speaker keeps its stream (nothing audible was in
+    flight), so what it plays next continues the same stretch, timed as before: no
+    realigning, no move. A flush that cuts sound off starts a new stretch."""
+    far_end = FarEnd()
+    tone = (8000 * np.sin(np.arange(9600) * 0.3)).astype(np.int16)
+    _play(far_end, tone, 48_000, 960, T0)  # 200 ms of sound
+    _play(far_end, np.zeros(24_000, np.int16), 48_000, 960, T0 + 0.2)  # paused: silence
+    far_end.flushed(T0 + 0.45)  # the paused answer dropped: silence was all that was to come
+    # The same stream goes on, its callbacks' own times 5 ms late: still end to end.
+    _play(far_end, tone, 48_000, 960, T0 + 0.705)
+    assert not far_end.realigning(T0 + 0.75)
+    window = far_end.window(T0 + 0.6, 3200)
+    assert not window[:1550].any() and np.abs(window[1600:1700]).max() > 1_000
+
+    far_end.flushed(T0 + 0.8)  # cut off mid-sound: a new stretch at its own time
+    _play(far_end, tone, 48_000, 960, T0 + 0.805)
+    assert far_end.realigning(T0 + 0.85)
+    cut = far_end.window(T0 + 0.7, 1600)  # 0.7 s to 0.8 s: kept up to the cut
+    assert np.abs(cut[:1500]).max() > 1_000
+
+
 @pytest.mark.parametrize(
     ("delay_ms", "gain_db", "most_lost_db", "least_corr"),
     [(20, 0.0, 6.0, 0.6), (60, 0.0, 6.0, 0.6), (120, 6.0, 10.0, 0.45)],

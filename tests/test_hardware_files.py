@@ -430,6 +430,22 @@ def test_capture_conversion_keeps_blocks_regular_and_times_exact() -> None:
     assert resumed[0].t_start == pytest.approx(t0 + 5.0, abs=1e-6)
 
 
+def test_capture_timeline_counts_samples_through_late_timestamps() -> None:
+    """The echo canceller looks the speaker's reference up by these times: a minute of
+    callbacks late by GIL waits (up to 15 ms), the first one 4 ms late, must give a
+    timeline that never steps (it moves 0.1 ms per second at most) and ends on the truth."""
+    rng = np.random.default_rng(7)
+    converter = ToCaptureRate(CAPTURE_RATE, channels=1, block=320)
+    chunk = np.zeros(320, np.int16).tobytes()
+    t0, starts = 2000.0, []
+    for k in range(3000):
+        late = 0.004 if k == 0 else rng.exponential(0.002) + (0.015 if k % 97 == 0 else 0.0)
+        starts += [b.t_start for b in converter.push(chunk, t0 + k * 0.02 + late)]
+    steps = np.diff(starts) - 0.02
+    assert np.abs(steps).max() < 3e-6  # 0.1 ms/s over a 20 ms block, and rounding
+    assert starts[-1] == pytest.approx(t0 + 2999 * 0.02, abs=0.5e-3)
+
+
 # --- TalkButton --------------------------------------------------------------------
 
 

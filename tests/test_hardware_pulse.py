@@ -36,7 +36,6 @@ FLUSH_SILENT_S = 0.030
 block ahead and the recorder's ~10 ms delivery are left, and margin."""
 SINK_AHEAD_S = 0.015
 """A null sink renders up to its 10 ms block ahead of the clock: sound "heard" early."""
-"""Flush to silence at the sink: a period, PulseAudio's ~40 ms buffer, and margin."""
 
 
 def new_microphone(*, device: str = "", rate: int = 0) -> Microphone:
@@ -314,6 +313,39 @@ async def test_speaker_closes_when_idle_and_reopens_to_play(
     print(f"play on a closed speaker to first sound: {first_sound * 1000:.1f} ms")
     assert 0.0 < first_sound < FLUSH_BOUND_S
     assert (loud[-1] - loud[0]) / rate == pytest.approx(0.3, abs=0.03)
+    assert speaker.underruns == 0
+
+
+async def test_a_monitored_speaker_keeps_its_stream_unless_sound_is_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The echo canceller's reference: one stream through idle spells and through a flush
+    of a paused answer (a new stream would be timed a few ms differently); a flush with
+    sound on its way still aborts the stream, for silence at once."""
+    monkeypatch.setattr("hardware.speaker.IDLE_CLOSE_S", 0.3)
+    speaker = new_speaker()
+    heard: list[float] = []
+    speaker.monitor(lambda samples, rate, audible_at: heard.append(audible_at))
+    await speaker.start()
+    try:
+        rate = speaker.sample_rate
+        await asyncio.sleep(0.6)
+        assert speaker.stream_open  # idle, but monitored
+        await speaker.play(tone(0.3, rate), timeout=1.0)
+        await asyncio.sleep(0.1)
+        speaker.pause()
+        await asyncio.sleep(0.2)  # what was in flight has been heard
+        speaker.flush()
+        assert speaker.stream_open
+        periods = len(heard)
+        await asyncio.sleep(0.2)
+        assert len(heard) > periods  # the same stream plays on
+        await speaker.play(tone(0.5, rate), timeout=1.0)
+        await asyncio.sleep(0.1)
+        speaker.flush()  # cuts the tone off
+        assert not speaker.stream_open
+    finally:
+        await speaker.close()
     assert speaker.underruns == 0
 
 

@@ -35,8 +35,9 @@ restarted, paused by the device, or drifted) starts a new stretch at its own tim
 
 
 REALIGN_S = 0.3
-"""A new stretch (a stream opened, or reopened after a flush or while idle) is timed by its
-own first callbacks, a few ms off the last one (±7 ms measured on PulseAudio): AEC3 then
+"""A new stretch (a stream opened: at start, after a flush that cut sound off, after the
+devices were reopened; the speaker keeps its stream otherwise) is timed by its own first
+callbacks, a few ms off the last one (±7 ms measured on PulseAudio): AEC3 then
 needs ~100 ms of echo to find the room's delay again, and lets that echo through
 meanwhile. This long from the stretch's start covers the room's delay (120 ms tested) and
 that re-convergence."""
@@ -70,11 +71,16 @@ class FarEnd:
 
     def flushed(self, now: float) -> None:
         """Playback was cut off at `now`: what was handed over to be heard later never
-        was, and must not be cancelled from what the microphone hears."""
-        with self._lock:
-            while self._pending and self._pending[-1][0] >= now:
-                self._pending.pop()
+        was, and must not be cancelled from what the microphone hears. When nothing
+        audible was still to come (a paused answer, or one that had ended) the speaker
+        kept its stream, which plays on with the same timing: nothing changes here."""
         self._convert()
+        if not any(
+            samples[max(0, round((now - start) * CAPTURE_RATE)) :].any()
+            for start, samples in reversed(self._pieces)
+            if start + len(samples) / CAPTURE_RATE > now
+        ):
+            return
         while self._pieces and self._pieces[-1][0] >= now:
             self._pieces.pop()
         if self._pieces:
