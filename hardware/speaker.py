@@ -14,10 +14,11 @@ instead of the stream's two periods of output latency. A closed stream is never
 restarted: opening a new one is what checks that the device is still there (see
 the PortAudio trap in `hardware.pyaudio_support`).
 
-While monitored (the echo canceller's reference) the stream is kept through idle
-spells and through flushes with nothing audible in flight (a paused answer): each
-new stream's first callbacks time it a few milliseconds differently from the last,
-and the canceller lets echo through while it re-finds the room's delay.
+While monitored (the echo canceller's reference) the stream is kept through a
+conversation's silences (`MONITORED_IDLE_CLOSE_S`) and through flushes with nothing
+audible in flight (a paused answer): each new stream's first callbacks time it a few
+milliseconds differently from the last, and the canceller lets echo through while it
+re-finds the room's delay.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ SPEAKER_RATES = (48_000, 44_100, 24_000, 16_000)
 """Tried in order when no rate is asked for."""
 IDLE_CLOSE_S = 2.0
 """The output stream is closed after this long with nothing to play."""
+MONITORED_IDLE_CLOSE_S = 30.0
+"""... or this long while monitored: a follow-up question's answer then plays on the same
+stream. Not for ever: an open stream through PulseAudio costs ~2 % of a core here
+(`bench.idle`), and a listening assistant should cost next to nothing."""
 
 
 class Speaker:
@@ -97,6 +102,7 @@ class Speaker:
         self._last_callback = 0.0
         self._dry_frames = 0
         self._idle_frames = 0
+        self._monitored_idle_frames = 0
         self._idle_noted = False
         self._callback_error: BaseException | None = None
         self._described = ""
@@ -148,7 +154,8 @@ class Speaker:
     def monitor(self, listener: PlayedListener | None) -> None:
         """Hand each period to `listener` as it goes to PortAudio, timed by when it is
         heard (PortAudio's DAC time for it, else the stream's output latency). While a
-        listener is set, the stream stays open when idle (see the module's docstring)."""
+        listener is set, the stream stays open longer when idle (see the module's
+        docstring)."""
         self._listener = listener
 
     def pause(self) -> None:
@@ -296,6 +303,7 @@ class Speaker:
         self._latency = float(opened.stream.get_output_latency())
         self._period_buf = np.zeros(opened.rate * self._period_ms // 1000, np.int16)
         self._idle_frames = round(IDLE_CLOSE_S * opened.rate)
+        self._monitored_idle_frames = round(MONITORED_IDLE_CLOSE_S * opened.rate)
         self._dry_frames = 0
         self._idle_noted = False
         self._callback_error = None
@@ -337,7 +345,7 @@ class Speaker:
     def _on_idle(self, opened: Opened) -> None:
         """Loop side: the ring has been empty for IDLE_CLOSE_S; close if still so."""
         if self._opened is opened and self._queue is not None and not self._queue.is_playing:
-            _LOG.debug("speaker idle for %.1f s: closing the stream", IDLE_CLOSE_S)
+            _LOG.debug("speaker idle: closing the stream")
             self._retire_stream()
 
     # -- health ------------------------------------------------------------------
@@ -404,11 +412,8 @@ class Speaker:
                 self._sound_until = now + heard_after + frame_count / opened.rate
             else:
                 self._dry_frames += frame_count
-                if (
-                    self._dry_frames >= self._idle_frames
-                    and not self._idle_noted
-                    and self._listener is None
-                ):
+                idle = self._idle_frames if self._listener is None else self._monitored_idle_frames
+                if self._dry_frames >= idle and not self._idle_noted:
                     self._idle_noted = True
                     loop.call_soon_threadsafe(self._on_idle, opened)
             if (listener := self._listener) is not None:

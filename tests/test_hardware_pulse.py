@@ -319,10 +319,12 @@ async def test_speaker_closes_when_idle_and_reopens_to_play(
 async def test_a_monitored_speaker_keeps_its_stream_unless_sound_is_cut_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The echo canceller's reference: one stream through idle spells and through a flush
-    of a paused answer (a new stream would be timed a few ms differently); a flush with
-    sound on its way still aborts the stream, for silence at once."""
+    """The echo canceller's reference: one stream through a conversation's silences and
+    through a flush of a paused answer (a new stream would be timed a few ms differently),
+    closed after a long silence; a flush with sound on its way still aborts the stream,
+    for silence at once."""
     monkeypatch.setattr("hardware.speaker.IDLE_CLOSE_S", 0.3)
+    monkeypatch.setattr("hardware.speaker.MONITORED_IDLE_CLOSE_S", 1.0)
     speaker = new_speaker()
     heard: list[float] = []
     speaker.monitor(lambda samples, rate, audible_at: heard.append(audible_at))
@@ -340,6 +342,8 @@ async def test_a_monitored_speaker_keeps_its_stream_unless_sound_is_cut_off(
         periods = len(heard)
         await asyncio.sleep(0.2)
         assert len(heard) > periods  # the same stream plays on
+        await asyncio.sleep(1.2)
+        assert not speaker.stream_open  # a long silence: no output callbacks for nothing
         await speaker.play(tone(0.5, rate), timeout=1.0)
         await asyncio.sleep(0.1)
         speaker.flush()  # cuts the tone off
