@@ -111,7 +111,7 @@ class Speaker:
         self._paused = False
         self._sound_until = 0.0
         """time.monotonic() until which what was handed to PortAudio is still to be heard
-        (set by the callback for periods with queued samples; silence does not count)."""
+        (set by the callback for periods with a sample that is not zero)."""
 
     @property
     def sample_rate(self) -> int:
@@ -343,7 +343,7 @@ class Speaker:
             _LOG.debug("speaker: not reopened ahead of the answer: %s", exc)
 
     def _on_idle(self, opened: Opened) -> None:
-        """Loop side: the ring has been empty for IDLE_CLOSE_S; close if still so."""
+        """Loop side: the ring has been empty for the idle time; close if still so."""
         if self._opened is opened and self._queue is not None and not self._queue.is_playing:
             _LOG.debug("speaker idle: closing the stream")
             self._retire_stream()
@@ -409,7 +409,8 @@ class Speaker:
             if queue.pull(buf):
                 self._dry_frames = 0
                 self._idle_noted = False
-                self._sound_until = now + heard_after + frame_count / opened.rate
+                if buf.any():  # what the far end also counts as audible (see flush())
+                    self._sound_until = now + heard_after + frame_count / opened.rate
             else:
                 self._dry_frames += frame_count
                 idle = self._idle_frames if self._listener is None else self._monitored_idle_frames
