@@ -174,8 +174,18 @@ class PulseServer:
         # goes, PulseAudio moves the streams that were on it to the new default
         # whatever rescue-streams says.
         self.pactl("load-module", "module-null-sink", f"sink_name={DEFAULT_SINK}")
-        self.pactl("set-default-sink", DEFAULT_SINK)
-        self.pactl("set-default-source", f"{DEFAULT_SINK}.monitor")
+        # pipewire-pulse answers before WirePlumber keeps the defaults ("Not supported"
+        # until then, seen on a loaded machine): retried within the same deadline.
+        while True:
+            try:
+                self.pactl("set-default-sink", DEFAULT_SINK)
+                self.pactl("set-default-source", f"{DEFAULT_SINK}.monitor")
+                break
+            except PulseError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+            time.sleep(0.05)
         self.load_sink(MIC_SINK)
         self.load_sink(SPEAKER_SINK)
 
