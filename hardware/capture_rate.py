@@ -59,9 +59,10 @@ class ToCaptureRate:
         self._out_count = 0
         self._pending = np.zeros(0, dtype=np.int16)
         self._t_next = None
-        self._least_late = float("inf")
-        self._window_frames = 0
-        self._slew = 0.0
+        self._steer_afresh()
+
+    def _steer_afresh(self) -> None:
+        self._least_late, self._window_frames, self._slew = float("inf"), 0, 0.0
 
     def _smooth(self, measured: float, frames: int) -> float:
         """A steady timeline through noisy callback timestamps: sample-counted, steered
@@ -69,7 +70,7 @@ class ToCaptureRate:
         `_ENVELOPE_S`; a large jump (a stall, lost samples) restarts it."""
         t = self._t_next
         if t is None or abs(measured - t) > _RESYNC_S:
-            self._least_late, self._window_frames, self._slew = float("inf"), 0, 0.0
+            self._steer_afresh()
             t = measured
         else:
             self._least_late = min(self._least_late, measured - t)
@@ -77,9 +78,9 @@ class ToCaptureRate:
             if self._window_frames >= _ENVELOPE_S * self._rate:
                 # Spread the correction over the next window, no faster than the slew limit.
                 most = SLEW_S_PER_S * self._window_frames / self._rate
-                step = min(most, max(-most, self._least_late))
-                self._slew = step / self._window_frames
-                self._least_late, self._window_frames = float("inf"), 0
+                slew = min(most, max(-most, self._least_late)) / self._window_frames
+                self._steer_afresh()
+                self._slew = slew
             t += self._slew * frames
         self._t_next = t + frames / self._rate
         return t

@@ -101,8 +101,6 @@ class Speaker:
         self._period_buf = np.zeros(0, dtype=np.int16)
         self._last_callback = 0.0
         self._dry_frames = 0
-        self._idle_frames = 0
-        self._monitored_idle_frames = 0
         self._idle_noted = False
         self._callback_error: BaseException | None = None
         self._described = ""
@@ -302,8 +300,6 @@ class Speaker:
         self._channels = opened.channels
         self._latency = float(opened.stream.get_output_latency())
         self._period_buf = np.zeros(opened.rate * self._period_ms // 1000, np.int16)
-        self._idle_frames = round(IDLE_CLOSE_S * opened.rate)
-        self._monitored_idle_frames = round(MONITORED_IDLE_CLOSE_S * opened.rate)
         self._dry_frames = 0
         self._idle_noted = False
         self._callback_error = None
@@ -413,8 +409,8 @@ class Speaker:
                     self._sound_until = now + heard_after + frame_count / opened.rate
             else:
                 self._dry_frames += frame_count
-                idle = self._idle_frames if self._listener is None else self._monitored_idle_frames
-                if self._dry_frames >= idle and not self._idle_noted:
+                idle_s = IDLE_CLOSE_S if self._listener is None else MONITORED_IDLE_CLOSE_S
+                if self._dry_frames >= idle_s * opened.rate and not self._idle_noted:
                     self._idle_noted = True
                     loop.call_soon_threadsafe(self._on_idle, opened)
             if (listener := self._listener) is not None:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,37 +158,37 @@ class PulseServer:
         """Start the server, wait until it answers, and load both sinks."""
         self._start_daemons()
         deadline = time.monotonic() + timeout
+        self._until_done(lambda: self.pactl("info"), deadline, f"answer within {timeout} s")
+        # The defaults stay on a sink no test unloads: when the default device
+        # goes, PulseAudio moves the streams that were on it to the new default
+        # whatever rescue-streams says.
+        self.pactl("load-module", "module-null-sink", f"sink_name={DEFAULT_SINK}")
+
+        def set_defaults() -> None:
+            self.pactl("set-default-sink", DEFAULT_SINK)
+            self.pactl("set-default-source", f"{DEFAULT_SINK}.monitor")
+
+        # pipewire-pulse answers before WirePlumber keeps the defaults ("Not supported"
+        # until then, seen on a loaded machine).
+        self._until_done(set_defaults, deadline, f"keep its defaults within {timeout} s")
+        self.load_sink(MIC_SINK)
+        self.load_sink(SPEAKER_SINK)
+
+    def _until_done(self, call: Callable[[], object], deadline: float, what: str) -> None:
+        """Repeat `call` until it stops raising PulseError; by `deadline`, or if a daemon
+        exits meanwhile, stop everything and raise."""
         while True:
             if ended := [d for d in self._daemons if d.poll() is not None]:
                 self.stop()
                 raise PulseError(f"{self.name} exited with {ended[0].returncode}: {self._log()}")
             try:
-                self.pactl("info")
-                break
-            except PulseError:
-                pass  # not listening yet: the deadline below bounds the wait
-            if time.monotonic() > deadline:
-                self.stop()
-                raise PulseError(f"{self.name} did not answer within {timeout} s: {self._log()}")
-            time.sleep(0.05)
-        # The defaults stay on a sink no test unloads: when the default device
-        # goes, PulseAudio moves the streams that were on it to the new default
-        # whatever rescue-streams says.
-        self.pactl("load-module", "module-null-sink", f"sink_name={DEFAULT_SINK}")
-        # pipewire-pulse answers before WirePlumber keeps the defaults ("Not supported"
-        # until then, seen on a loaded machine): retried within the same deadline.
-        while True:
-            try:
-                self.pactl("set-default-sink", DEFAULT_SINK)
-                self.pactl("set-default-source", f"{DEFAULT_SINK}.monitor")
-                break
-            except PulseError:
-                if time.monotonic() > deadline:
+                call()
+                return
+            except PulseError as exc:
+                if time.monotonic() > deadline:  # the deadline bounds the wait
                     self.stop()
-                    raise
+                    raise PulseError(f"{self.name} did not {what}: {exc}: {self._log()}") from exc
             time.sleep(0.05)
-        self.load_sink(MIC_SINK)
-        self.load_sink(SPEAKER_SINK)
 
     def stop(self) -> None:
         """Stop every helper process and the daemon, and delete the directory."""
