@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -93,6 +94,33 @@ def api_contracts(
         )
 
 
+SESSION_SOUND_SERVERS: list[PulseServer] = []
+"""The session's sound servers that are running: each test checks they outlived it."""
+
+
+@pytest.fixture(autouse=True)
+def _sound_servers_survive() -> Iterator[None]:
+    """Fail the test during which a session sound server died, with its log, and start it
+    again for the tests after it (which would otherwise all fail, connection refused)."""
+    yield
+    for server in SESSION_SOUND_SERVERS:
+        if (why := server.exited()) is not None:
+            server.restart()
+            pytest.fail(f"the session's sound server died during this test: {why}")
+
+
+@contextlib.contextmanager
+def _for_the_session(server: PulseServer) -> Iterator[PulseServer]:
+    try:
+        server.start()
+        SESSION_SOUND_SERVERS.append(server)
+        yield server
+    finally:
+        if server in SESSION_SOUND_SERVERS:
+            SESSION_SOUND_SERVERS.remove(server)
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def pulse() -> Iterator[PulseServer]:
     """A private PulseAudio server for the whole session, with va_mic and va_speaker.
@@ -106,11 +134,8 @@ def pulse() -> Iterator[PulseServer]:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in server.env.items():
             patch.setenv(key, value)
-        try:
-            server.start()
+        with _for_the_session(server):
             yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -134,12 +159,8 @@ def browser() -> Iterator[Browser]:
 def pipewire_server() -> Iterator[PipeWireServer]:
     """A private PipeWire (with pipewire-pulse and WirePlumber) for the whole session, with
     the same sinks as `pulse`. Its variables are set per test by `sound_server`."""
-    server = PipeWireServer()
-    try:
-        server.start()
+    with _for_the_session(PipeWireServer()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 SOUND_SERVERS = ("pulseaudio", "pipewire")

@@ -78,8 +78,7 @@ class PulseServer:
         self._keepalives: dict[str, subprocess.Popen[bytes]] = {}
         self._players: list[subprocess.Popen[bytes]] = []
         client_conf = self._dir / "client.conf"
-        # Without this a client whose server vanished would spawn the user's own.
-        client_conf.write_text("autospawn = no\n")
+        self._write_client_conf()
         self.env: dict[str, str] = {
             "PULSE_SERVER": f"unix:{self._socket}",
             "PULSE_SOURCE": f"{MIC_SINK}.monitor",
@@ -87,6 +86,10 @@ class PulseServer:
             "PULSE_CLIENTCONFIG": str(client_conf),
         }
         """What a client process needs: set these before PyAudio opens a device."""
+
+    def _write_client_conf(self) -> None:
+        # Without this a client whose server vanished would spawn the user's own.
+        (self._dir / "client.conf").write_text("autospawn = no\n")
 
     @property
     def directory(self) -> Path:
@@ -190,8 +193,30 @@ class PulseServer:
                     raise PulseError(f"{self.name} did not {what}: {exc}: {self._log()}") from exc
             time.sleep(0.05)
 
+    def exited(self) -> str | None:
+        """Why the server is gone, with its log, if one of its daemons has exited (a crash
+        in one test would otherwise surface as "connection refused" in every later one)."""
+        ended = [d for d in self._daemons if d.poll() is not None]
+        if not ended:
+            return None
+        return f"{self.name} exited with {ended[0].returncode}: {self._log(200)}"
+
+    def restart(self) -> None:
+        """Start afresh in the same place (same socket, same client environment), after
+        `exited` said it was gone."""
+        self.stop()
+        self._dir.mkdir(mode=0o700)
+        self._write_client_conf()
+        self.start()
+
     def stop(self) -> None:
         """Stop every helper process and the daemon, and delete the directory."""
+        self._end_processes()
+        # A leftover socket or log in /tmp is harmless; a failed cleanup must
+        # not mask the test result.
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _end_processes(self) -> None:
         for name in list(self._keepalives):
             self._stop_keepalive(name)
         for player in self._players:
@@ -200,9 +225,6 @@ class PulseServer:
         while self._daemons:
             _end(self._daemons.pop())
         self._modules.clear()
-        # A leftover socket or log in /tmp is harmless; a failed cleanup must
-        # not mask the test result.
-        shutil.rmtree(self._dir, ignore_errors=True)
 
     def client_env(self) -> dict[str, str]:
         """The current environment with this server's variables on top."""
@@ -363,12 +385,12 @@ class PulseServer:
         if process is not None:
             _end(process)
 
-    def _log(self) -> str:
+    def _log(self, lines: int = 20) -> str:
         """The last lines of every server log."""
         tails = []
         for path in sorted(self._dir.glob("*.log")):
             text = path.read_text(errors="replace")
-            tails.append(f"{path.name}:\n" + "\n".join(text.splitlines()[-20:]))
+            tails.append(f"{path.name}:\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(tails) or "(no log)"
 
 

@@ -432,3 +432,21 @@ def test_plugins_only_the_scan_needed_are_unloaded(pulse: PulseServer) -> None:
     scanned = loaded_alsa_plugins("bare")
     assert {"pulse", "a52"} <= scanned  # libasound2-plugins, as manage.sh installs it
     assert loaded_alsa_plugins("devices") == {"pulse"}
+
+
+@pytest.mark.pulse
+def test_the_harness_tells_of_a_dead_server_and_starts_it_again_in_place() -> None:
+    """What lets one crash of the session's server fail one test, not every later one."""
+    server = PulseServer()
+    server.start()
+    try:
+        assert server.exited() is None
+        server._daemons[0].kill()
+        server._daemons[0].wait(10)
+        assert (why := server.exited()) is not None and "pulseaudio exited with -9" in why
+        environment = dict(server.env)
+        server.restart()
+        assert server.exited() is None and server.env == environment
+        assert SPEAKER_SINK in server.pactl("list", "short", "sinks")
+    finally:
+        server.stop()
