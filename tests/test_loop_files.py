@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from hardware.wav_devices import read_wav
 
 QUESTION = "What is the weather like on Mars?"
 SECOND = "Tell me a joke."
+SHORT = 2
+"""Sentences in the answers of tests that need no more than a couple (each sentence is ~2 s
+of real-time playback)."""
 
 
 DEV_SERVER_LATENCY = dict(
@@ -121,6 +125,7 @@ async def test_first_sentence_plays_while_the_answer_is_still_written(
 async def test_failed_turn_is_reported_and_the_next_succeeds(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
+    server.state.options = dataclasses.replace(server.state.options, reply_sentences=SHORT)
     server.state.faults.add(
         Fault(
             "completion-messages",
@@ -147,21 +152,22 @@ async def test_failed_turn_is_reported_and_the_next_succeeds(
     assert errors[0]["code"] == "provider_quota_exceeded"
     assert errors[0]["spoken"] == "Sorry, I could not get an answer from the assistant service."
     assert [e["text"] for e in events if e["kind"] == "transcript"] == [QUESTION, SECOND]
-    assert [e["text"] for e in events if e["kind"] == "answer"] == [reply_for(SECOND)]
+    assert [e["text"] for e in events if e["kind"] == "answer"] == [reply_for(SECOND, SHORT)]
     assert "error" in [e["state"] for e in events if e["kind"] == "state"]
 
 
 async def test_blocking_mode_speaks_the_whole_answer(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
+    server.state.options = dataclasses.replace(server.state.options, reply_sentences=SHORT)
     mic, speaker, events_path = tmp_path / "q.wav", tmp_path / "a.wav", tmp_path / "e.jsonl"
     _write_mic(mic, silence(300), speech_16k(QUESTION), silence(500))
     settings = _settings(server, response_mode="blocking")
     await run_assistant(settings, RunOptions(mic, speaker, events_path))
     events = _events(events_path)
-    assert [e["text"] for e in events if e["kind"] == "answer"] == [reply_for(QUESTION)]
+    assert [e["text"] for e in events if e["kind"] == "answer"] == [reply_for(QUESTION, SHORT)]
     spoken = [r.details["text"] for r in server.state.records("text-to-audio")]
-    assert " ".join(spoken).split() == reply_for(QUESTION).split()
+    assert " ".join(spoken).split() == reply_for(QUESTION, SHORT).split()
 
 
 async def test_clicks_are_dropped_not_uploaded(server: RunningDevServer, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ that the answer was spoken by the provider the config picked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from audio_samples import concat, silence, speech_16k
 from assistant.app import RunOptions, run_assistant
 from assistant.audio.wav import encode_wav
 from assistant.devserver import (
+    DevServerOptions,
     Fault,
     RunningDevServer,
     reply_for,
@@ -39,6 +41,10 @@ SECOND = "Tell me a joke."
 
 
 DEV_SERVER_LATENCY = dict(first_token_ms=30, tokens_per_second=200)
+REPLY_SENTENCES = 2
+"""Answers of two sentences: each provider still says several, in order, in half the time
+the whole four would take to play."""
+DEV_SERVER_OPTIONS = DevServerOptions(reply_sentences=REPLY_SENTENCES)
 
 
 def _settings(server: RunningDevServer, **sections: Any) -> Settings:
@@ -113,9 +119,9 @@ async def test_dify_in_stream_speech_needs_no_text_to_audio(
     server.state.set_latency(stream_tts=True)
     settings = _settings(server, providers={"tts": "dify-stream"})
     events, heard, rate = await _turns(server, tmp_path, settings, QUESTION)
-    assert _texts(events, "answer") == [reply_for(QUESTION)]
+    assert _texts(events, "answer") == [reply_for(QUESTION, REPLY_SENTENCES)]
     assert server.state.records("text-to-audio") == []
-    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION)])
+    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION, REPLY_SENTENCES)])
 
 
 async def test_dify_stream_speech_interleaved_with_the_text_is_all_played_in_order(
@@ -124,6 +130,7 @@ async def test_dify_stream_speech_interleaved_with_the_text_is_all_played_in_ord
     # A current Dify's auto-play: speech events between the text events, the rest after
     # message_end. The text comes slowly, the speech as soon as its sentence is written.
     tokens_per_second = 8
+    server.state.options = dataclasses.replace(server.state.options, reply_sentences=0)
     server.state.set_latency(
         stream_tts=True, tts_interleave=True, tokens_per_second=tokens_per_second
     )
@@ -170,7 +177,7 @@ async def test_message_id_speech_and_its_null_fallback(
     events, heard, rate = await _turns(server, tmp_path, settings, QUESTION)
     [request] = server.state.records("text-to-audio")
     assert request.details.get("message_id")
-    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION)])
+    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION, REPLY_SENTENCES)])
 
     server.state.reset()
     server.state.faults.add(
@@ -179,14 +186,14 @@ async def test_message_id_speech_and_its_null_fallback(
     events, heard, rate = await _turns(server, tmp_path, settings, QUESTION)
     assert "error" not in [e["kind"] for e in events]
     assert len(server.state.records("text-to-audio")) == 2  # by id (null), then by text
-    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION)])
+    _assert_spoken_in_order(heard, rate, [reply_for(QUESTION, REPLY_SENTENCES)])
 
 
 async def test_chat_app_remembers_the_conversation(
     server: RunningDevServer, tmp_path: Path
 ) -> None:
     settings = _settings(server, dify={"app": "chat"})
-    events, _, _ = await _turns(server, tmp_path, settings, QUESTION, SECOND, gap_ms=16_000)
+    events, _, _ = await _turns(server, tmp_path, settings, QUESTION, SECOND, gap_ms=9_000)
     answers = _texts(events, "answer")
     assert len(answers) == 2
     assert answers[1].endswith("This is turn 2 of our conversation.")

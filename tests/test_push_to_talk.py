@@ -121,8 +121,10 @@ async def test_long_press_without_speech_starts_a_new_conversation(
 ) -> None:
     question = speech_16k(QUESTION)
     q_len = len(question) / 16_000
-    # Q1 at 0.5 s; its answer plays for ~15 s; a silent long press at 19 s; Q1 again at 23 s.
-    second_at = 23.0
+    # Q1 at 0.5 s; its answer (one sentence and the chat's closing one) is over by ~9 s; a
+    # silent long press at 12 s; Q1 again at 16 s.
+    server.state.options = dataclasses.replace(server.state.options, reply_sentences=1)
+    long_press_at, second_at = 12.0, 16.0
     mic = concat(
         silence(500),
         question,
@@ -141,7 +143,7 @@ async def test_long_press_without_speech_starts_a_new_conversation(
     t0 = (await _next(events, "ready")).t
     await _hold(mock_pins, t0, 0.05, 0.6 + q_len)  # the beep, then the question at 0.5 s
     long_press = settings.button.long_press_s + 0.3
-    await _hold(mock_pins, t0, 19.0, 19.0 + long_press)
+    await _hold(mock_pins, t0, long_press_at, long_press_at + long_press)
     await _hold(mock_pins, t0, second_at - 0.5, second_at + q_len + 0.1)
     await asyncio.wait_for(assistant, 60)
 
