@@ -77,8 +77,7 @@ class PulseServer:
         self._modules: dict[str, int] = {}
         self._keepalives: dict[str, subprocess.Popen[bytes]] = {}
         self._players: list[subprocess.Popen[bytes]] = []
-        client_conf = self._dir / "client.conf"
-        self._write_client_conf()
+        client_conf = self._write_client_conf()
         self.env: dict[str, str] = {
             "PULSE_SERVER": f"unix:{self._socket}",
             "PULSE_SOURCE": f"{MIC_SINK}.monitor",
@@ -87,9 +86,11 @@ class PulseServer:
         }
         """What a client process needs: set these before PyAudio opens a device."""
 
-    def _write_client_conf(self) -> None:
+    def _write_client_conf(self) -> Path:
         # Without this a client whose server vanished would spawn the user's own.
-        (self._dir / "client.conf").write_text("autospawn = no\n")
+        path = self._dir / "client.conf"
+        path.write_text("autospawn = no\n")
+        return path
 
     @property
     def directory(self) -> Path:
@@ -211,12 +212,6 @@ class PulseServer:
 
     def stop(self) -> None:
         """Stop every helper process and the daemon, and delete the directory."""
-        self._end_processes()
-        # A leftover socket or log in /tmp is harmless; a failed cleanup must
-        # not mask the test result.
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def _end_processes(self) -> None:
         for name in list(self._keepalives):
             self._stop_keepalive(name)
         for player in self._players:
@@ -225,6 +220,9 @@ class PulseServer:
         while self._daemons:
             _end(self._daemons.pop())
         self._modules.clear()
+        # A leftover socket or log in /tmp is harmless; a failed cleanup must
+        # not mask the test result.
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def client_env(self) -> dict[str, str]:
         """The current environment with this server's variables on top."""
